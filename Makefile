@@ -1,0 +1,52 @@
+# mmpc: `make demo` and `make test` each create and fill .venv when it is missing or stale.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   ?= demo
+PORT   ?= 5000
+UI_PORT ?= 5001
+PYTEST_ARGS ?=
+
+# No model hub, no telemetry: everything here runs offline.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+# `mlflow models serve --env-manager local` starts uvicorn from PATH: the venv's must come first.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: demo test serve ui lint clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/mmpc demo-catalog $(DEMO)/catalog
+	$(BIN)/python -m flows retrain --catalog $(DEMO)/catalog --recipe demo --workdir $(DEMO)
+	@echo
+	@echo "Served next with: make serve   (MLflow UI: make ui)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check mmpc flows tests bench
+
+serve: $(STAMP)
+	MLFLOW_TRACKING_URI=sqlite:///$(abspath $(DEMO))/mlflow.db \
+	$(BIN)/mlflow models serve -m models:/mmpc-ensemble@champion --env-manager local \
+		--host 127.0.0.1 --port $(PORT)
+
+ui: $(STAMP)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(DEMO))/mlflow.db \
+		--host 127.0.0.1 --port $(UI_PORT) --workers 1
+
+clean:
+	rm -rf $(DEMO) .pytest_cache

@@ -1,0 +1,427 @@
+"""Rakuten-layout catalog reader: validation, stable productid-hash splits, content fingerprints.
+
+Layout (the SIGIR eCom 2020 challenge's own)::
+
+    <root>/X_train_update.csv     unnamed index, designation, description, productid, imageid
+    <root>/Y_train_CVw08PX.csv    unnamed index, prdtypecode        (joined to X on the index)
+    <root>/images/image_train/image_<imageid>_product_<productid>.jpg   (or <root>/image_train/)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+import pandas as pd
+
+from mmpc.labels import LabelMap
+from mmpc.text import clean, join
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "stack", "test")
+IMAGE_MODES = ("required", "optional")
+X_COLUMNS = ("designation", "description", "productid", "imageid")
+Y_COLUMNS = ("prdtypecode",)
+FRAME_COLUMNS = (
+    "productid",
+    "imageid",
+    "designation",
+    "description",
+    "text",
+    "prdtypecode",
+    "label",
+    "image_path",
+    "has_image",
+    "split",
+)
+_SHOWN = 5  # offending rows quoted per problem
+
+
+class CatalogError(ValueError):
+    """A catalog that cannot be used as is; the message lists every problem found.
+
+    ``problems`` maps each problem kind to its count of offending rows (0 for file-level problems).
+    """
+
+    def __init__(self, message: str, problems: dict[str, int] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or {}
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Fractions of the four splits and the salt of the productid hash."""
+
+    train: float = 0.75
+    valid: float = 0.05
+    stack: float = 0.10
+    test: float = 0.10
+    salt: str = "mmpc"
+
+    def __post_init__(self) -> None:
+        fractions = self.fractions
+        if any(not np.isfinite(f) or f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+            named = ", ".join(f"{s}={f}" for s, f in zip(SPLITS, fractions, strict=True))
+            raise ValueError(f"split fractions must be >= 0 and sum to 1, got {named} (sum {sum(fractions)})")
+
+    @property
+    def fractions(self) -> tuple[float, ...]:
+        return tuple(float(getattr(self, s)) for s in SPLITS)
+
+    def assign(self, productids: pd.Series) -> pd.Series:
+        """The split of each productid: a pure function of (salt, productid), so it never depends
+        on the other rows and a growing catalog never moves a product from one split to another."""
+        u = (
+            np.array(
+                [int(hashlib.sha256(f"{self.salt}:{p}".encode()).hexdigest()[:16], 16) for p in productids],
+                dtype=np.float64,
+            )
+            / 2.0**64
+        )
+        edges = np.cumsum(self.fractions)
+        # First split whose cumulative edge exceeds u; zero-width splits are never picked. When the
+        # fractions sum to just under 1, u above the last edge falls to the last non-empty split.
+        last = max(i for i, f in enumerate(self.fractions) if f > 0)
+        index = np.minimum(np.searchsorted(edges, u, side="right"), last)
+        return pd.Series(np.asarray(SPLITS, dtype=object)[index], index=productids.index, name="split")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _empty_dropped() -> pd.DataFrame:
+    return pd.DataFrame(
+        {"row": pd.Series(dtype="int64"), "productid": pd.Series(dtype=str), "reason": pd.Series(dtype=str)}
+    )
+
+
+@dataclass(eq=False)  # identity equality: comparing DataFrames field by field is ambiguous
+class Catalog:
+    """A validated catalog: one row per product (see ``FRAME_COLUMNS``), with its split."""
+
+    name: str
+    root: Path
+    frame: pd.DataFrame = field(repr=False)
+    labels: LabelMap
+    splits: SplitSpec
+    # Rows left out by read_catalog(drop_invalid=True): row (CSV index), productid (raw), reason.
+    dropped: pd.DataFrame = field(default_factory=_empty_dropped, repr=False)
+    _row_digests: pd.Series | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def split(self, *names: str) -> pd.DataFrame:
+        """Rows of the named splits, as a copy with a fresh index."""
+        mask = self.frame["split"].isin(_check_splits(names))
+        return self.frame.loc[mask].reset_index(drop=True)
+
+    def row_digests(self) -> pd.Series:
+        """sha256 per row over its content and its image bytes; computed once, then cached."""
+        if self._row_digests is None:
+            f = self.frame
+            image_digests = [_file_sha256(p) if p else "" for p in f["image_path"]]
+            parts = zip(
+                f["productid"].astype(str),
+                f["imageid"].astype(str),
+                f["designation"],
+                f["description"],
+                f["prdtypecode"].astype(str),
+                image_digests,
+                strict=True,
+            )
+            self._row_digests = pd.Series(
+                [hashlib.sha256("\x1f".join(p).encode()).hexdigest() for p in parts],
+                index=f.index,
+            )
+        return self._row_digests
+
+    def fingerprint(self, splits: Iterable[str] | None = None) -> str:
+        """Hex sha256 of the sorted row digests of the given splits (all rows when None): it depends
+        on content only, never on row order."""
+        digests = self.row_digests()
+        if splits is not None:
+            names = (splits,) if isinstance(splits, str) else tuple(splits)
+            digests = digests[self.frame["split"].isin(_check_splits(names)).to_numpy()]
+        return hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()
+
+    def class_counts(self) -> pd.DataFrame:
+        """Products per code (every code of the label set, in its order) and split, plus a total."""
+        counts = pd.crosstab(self.frame["prdtypecode"], self.frame["split"])
+        counts = counts.reindex(index=list(self.labels.codes), columns=list(SPLITS), fill_value=0)
+        counts = counts.astype("int64")
+        counts["total"] = counts.sum(axis=1)
+        counts.index.name, counts.columns.name = "prdtypecode", None
+        return counts
+
+    def write_manifest(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write split_manifest.csv, class_counts.csv and fingerprint.json into out_dir."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {
+            "manifest": out / "split_manifest.csv",
+            "class_counts": out / "class_counts.csv",
+            "fingerprint": out / "fingerprint.json",
+        }
+        self.frame[["productid", "imageid", "prdtypecode", "split"]].to_csv(paths["manifest"], index=False)
+        self.class_counts().to_csv(paths["class_counts"])
+        sizes = self.frame["split"].value_counts()
+        summary = {
+            "catalog": self.name,
+            "rows": len(self.frame),
+            "fingerprint": self.fingerprint(),
+            "splits": {
+                s: {"rows": int(sizes.get(s, 0)), "fingerprint": self.fingerprint([s])} for s in SPLITS
+            },
+            "split_spec": self.splits.to_dict(),
+        }
+        paths["fingerprint"].write_text(json.dumps(summary, indent=1))
+        return paths
+
+
+def _check_splits(names: Iterable[str]) -> list[str]:
+    names = list(names)
+    unknown = [n for n in names if n not in SPLITS]
+    if unknown or not names:
+        raise ValueError(f"unknown split name(s) {unknown or names}; choose from {list(SPLITS)}")
+    return names
+
+
+def _file_sha256(path: str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def find_image_dir(root: Path) -> Path | None:
+    """root/images/image_train (the challenge's layout), else root/image_train, else None."""
+    for candidate in (Path(root) / "images" / "image_train", Path(root) / "image_train"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def image_filename(imageid: int, productid: int) -> str:
+    return f"image_{imageid}_product_{productid}.jpg"
+
+
+@dataclass
+class _Problem:
+    kind: str  # short name, also the drop reason
+    rows: pd.DataFrame | None = None  # row, productid, value; None for file-level problems
+    detail: str = ""
+
+    def format(self) -> str:
+        if self.rows is None:
+            return f"- {self.kind}{self.detail}"
+        lines = [f"- {self.kind}: {len(self.rows)} row(s){self.detail}"]
+        for row, pid, value in self.rows.head(_SHOWN).itertuples(index=False):
+            shown = str(value) if len(str(value)) <= 80 else str(value)[:77] + "..."
+            lines.append(f"    row {row}: productid {pid!r}, value {shown!r}")
+        if len(self.rows) > _SHOWN:
+            lines.append(f"    ... and {len(self.rows) - _SHOWN} more")
+        return "\n".join(lines)
+
+
+def _offending(df: pd.DataFrame, mask, values: pd.Series | None = None) -> pd.DataFrame:
+    """row (CSV index), productid and the offending value of the rows under a positional mask."""
+    mask = np.asarray(mask, dtype=bool)
+    values = df["productid"] if values is None else values
+    return pd.DataFrame(
+        {
+            "row": df.index[mask],
+            "productid": df["productid"].to_numpy()[mask],
+            "value": np.asarray(values, dtype=object)[mask],
+        }
+    )
+
+
+def _raise(root: Path, problems: list[_Problem]) -> NoReturn:
+    header = f"invalid catalog {root}: {len(problems)} problem(s)"
+    message = "\n".join([header] + [p.format() for p in problems])
+    raise CatalogError(message, {p.kind: 0 if p.rows is None else len(p.rows) for p in problems})
+
+
+def _read_csv(path: Path, columns: tuple[str, ...], problems: list[_Problem]) -> pd.DataFrame | None:
+    if not path.is_file():
+        problems.append(_Problem(f"file missing: {path}"))
+        return None
+    try:
+        # Everything as text and no NA parsing: an empty description stays "" (never "nan"), and ids
+        # are validated here rather than silently turned into floats.
+        df = pd.read_csv(path, dtype=str, na_filter=False, index_col=0)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        problems.append(_Problem(f"malformed CSV {path}", detail=f": {exc}".rstrip()))
+        return None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        problems.append(
+            _Problem(f"missing column(s) {missing} in {path}", detail=f" (found {list(df.columns)})")
+        )
+        return None
+    # Object labels: hashing them is far faster than pyarrow's isin for the index matching below.
+    df.index = pd.Index(df.index.astype(str).str.strip(), dtype=object)
+    return df[list(columns)]
+
+
+def _pair(
+    x: pd.DataFrame, y: pd.DataFrame, x_name: str, y_name: str, problems: list[_Problem]
+) -> pd.DataFrame:
+    """Join X and Y on their index column; an ambiguous or unpaired index leaves a row unusable."""
+    y = y.assign(productid="")  # Y knows no productid: blank in reports
+    x_dup, y_dup = x.index.duplicated(keep=False), y.index.duplicated(keep=False)
+    if x_dup.any():
+        problems.append(_Problem(f"duplicate row index in {x_name}", _offending(x, x_dup)))
+    if y_dup.any():
+        problems.append(_Problem(f"duplicate row index in {y_name}", _offending(y, y_dup, y["prdtypecode"])))
+    x, y = x[~x_dup], y[~y_dup]
+    x_only, y_only = ~x.index.isin(y.index), ~y.index.isin(x.index)
+    if x_only.any():
+        problems.append(_Problem(f"row index in {x_name} but not in {y_name}", _offending(x, x_only)))
+    if y_only.any():
+        problems.append(
+            _Problem(f"row index in {y_name} but not in {x_name}", _offending(y, y_only, y["prdtypecode"]))
+        )
+    return x.join(y.drop(columns="productid"), how="inner")
+
+
+def read_catalog(
+    root: str | Path,
+    *,
+    labels: LabelMap = LabelMap(),
+    splits: SplitSpec = SplitSpec(),
+    images: str = "required",
+    x_name: str = "X_train_update.csv",
+    y_name: str = "Y_train_CVw08PX.csv",
+    drop_invalid: bool = False,
+) -> Catalog:
+    """Read and validate a Rakuten-layout catalog.
+
+    Every problem is collected and reported in one CatalogError; with ``drop_invalid`` the offending
+    rows are dropped instead and recorded in ``Catalog.dropped`` (file-level problems still raise).
+    ``images="optional"`` allows products without an image file (``has_image`` False).
+    """
+    if images not in IMAGE_MODES:
+        raise ValueError(f"images must be one of {IMAGE_MODES}, got {images!r}")
+    root = Path(root).resolve()
+    problems: list[_Problem] = []
+    x = _read_csv(root / x_name, X_COLUMNS, problems)
+    y = _read_csv(root / y_name, Y_COLUMNS, problems)
+    if x is None or y is None:
+        _raise(root, problems)
+
+    df = _pair(x, y, x_name, y_name, problems)
+
+    digits: dict[str, pd.Series] = {}
+    for col in ("productid", "imageid"):
+        value = df[col].str.strip()
+        digits[col] = value.str.fullmatch(r"\d{1,18}")  # fits int64
+        if not digits[col].all():
+            problems.append(_Problem(f"{col} not an integer", _offending(df, ~digits[col], df[col])))
+    ids_ok = digits["productid"] & digits["imageid"]
+    pid = df["productid"].str.strip().where(digits["productid"], "-1").astype("int64")
+    iid = df["imageid"].str.strip().where(digits["imageid"], "-1").astype("int64")
+
+    # Repeats of a productid (first occurrence kept): the split and the manifest key on productid.
+    valid_pid = pid[digits["productid"]]
+    repeat = pd.Series(False, index=df.index)
+    repeat[digits["productid"]] = valid_pid.duplicated(keep="first").to_numpy()
+    if repeat.any():
+        first_row = pd.Series(valid_pid.index, index=valid_pid.to_numpy())
+        first_row = first_row[~first_row.index.duplicated()]
+        where = "first at row " + pid.map(first_row).astype(str)
+        problems.append(_Problem("duplicate productid", _offending(df, repeat, where)))
+
+    # Only a designation that is blank or holds tags, entities or control characters can clean to
+    # nothing; cleaning just those keeps 85k rows fast.
+    title = df["designation"]
+    suspect = title.str.contains(r"[<&\x00-\x1f\x7f]") | (title.str.strip() == "")
+    no_title = pd.Series(
+        [bad and not clean(t) for t, bad in zip(title, suspect, strict=True)], index=df.index
+    )
+    if no_title.any():
+        problems.append(_Problem("empty or missing designation", _offending(df, no_title, df["designation"])))
+
+    code_text = df["prdtypecode"].str.strip()
+    code_ok = code_text.str.fullmatch(r"\d{1,18}")
+    code = code_text.where(code_ok, "-1").astype("int64")
+    label_ok = code_ok & code.isin(list(labels.codes))
+    if not label_ok.all():
+        problems.append(
+            _Problem(
+                "label missing or not in the label set",
+                _offending(df, ~label_ok, df["prdtypecode"]),
+                detail=f" (label set: {list(labels.codes)})",
+            )
+        )
+
+    # One directory listing instead of a stat per product keeps 85k rows fast.
+    image_dir = find_image_dir(root)
+    present = {e.name for e in os.scandir(image_dir) if e.is_file()} if image_dir else set()
+    names = "image_" + iid.astype(str) + "_product_" + pid.astype(str) + ".jpg"
+    has_image = ids_ok & names.isin(present)
+    no_image = ids_ok & ~has_image
+    if images == "required" and no_image.any():
+        looked = image_dir or root / "images" / "image_train"
+        problems.append(
+            _Problem(
+                "image file missing",
+                _offending(df, no_image, names),
+                detail=f" of {len(df)} have no image file in {looked} ("
+                f'pass images="optional" to allow products without an image)',
+            )
+        )
+
+    dropped = _empty_dropped()
+    if problems and not drop_invalid:
+        _raise(root, problems)
+    if problems:
+        records = pd.concat([p.rows.assign(reason=p.kind) for p in problems if p.rows is not None])
+        dropped = records.groupby(["row", "productid"], sort=False)["reason"].agg("; ".join).reset_index()
+        if dropped["row"].str.fullmatch(r"\d+").all():
+            dropped["row"] = dropped["row"].astype("int64")
+        keep = ~df.index.isin(records["row"])
+        df, pid, iid, code, names, has_image = (s[keep] for s in (df, pid, iid, code, names, has_image))
+        logger.warning(
+            "dropped %d invalid row(s) from %s: %s",
+            len(dropped),
+            root,
+            dropped["reason"].value_counts().to_dict(),
+        )
+    if df.empty:
+        raise CatalogError(f"invalid catalog {root}: no valid products")
+
+    index = {c: i for i, c in enumerate(labels.codes)}
+    rows = df.reset_index(drop=True)
+    paths = np.where(has_image, f"{image_dir}{os.sep}" + names, "")
+    frame = pd.DataFrame(
+        {
+            "productid": pid.to_numpy(),
+            "imageid": iid.to_numpy(),
+            "designation": rows["designation"],
+            "description": rows["description"],
+            "text": pd.Series(
+                [join(d, s) for d, s in zip(rows["designation"], rows["description"], strict=True)], dtype=str
+            ),
+            "prdtypecode": code.to_numpy(),
+            "label": code.map(index).to_numpy(dtype="int64"),
+            "image_path": pd.Series(paths, dtype=str),
+            "has_image": has_image.to_numpy(dtype=bool),
+        }
+    )
+    frame["split"] = splits.assign(frame["productid"]).astype(str)
+    logger.info(
+        "read catalog %s: %d products (%d with an image), splits %s",
+        root.name,
+        len(frame),
+        int(frame["has_image"].sum()),
+        frame["split"].value_counts().to_dict(),
+    )
+    return Catalog(name=root.name, root=root, frame=frame, labels=labels, splits=splits, dropped=dropped)

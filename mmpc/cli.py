@@ -1,0 +1,176 @@
+"""``mmpc``: the command line (no Prefect here; scheduled pipelines live in ``flows/``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_WORKDIR = "mmpc-work"
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("mlflow", "alembic", "urllib3", "httpx", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _recipe(args):
+    from mmpc.recipe import load_recipe, parse_overrides
+
+    return load_recipe(args.recipe, parse_overrides(args.set))
+
+
+def _versions(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        name, sep, ref = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: expected NAME=VERSION or NAME=@alias, got {item!r}")
+        out[name] = ref
+    return out
+
+
+def cmd_demo_catalog(args) -> int:
+    from mmpc.demo_catalog import write_demo_catalog
+
+    path = write_demo_catalog(args.out, size=args.size, seed=args.seed)
+    print(f"demo catalog: {path}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from mmpc.catalog import read_catalog
+
+    recipe = _recipe(args)
+    catalog = read_catalog(args.catalog, splits=recipe.split_spec(), images=recipe.catalog.images)
+    counts = catalog.class_counts()
+    print(counts.to_string())
+    print(f"\n{len(catalog.frame)} products, {int(catalog.frame['has_image'].sum())} with an image")
+    print(f"fingerprint {catalog.fingerprint()}")
+    if args.manifest:
+        paths = catalog.write_manifest(args.manifest)
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from mmpc import pipeline, tracking
+
+    recipe = _recipe(args)
+    catalog = pipeline.open_catalog(args.catalog, recipe)
+    tracking.configure(args.workdir)
+    inputs = {n: str(tracking.resolve(n, ref).version) for n, ref in _versions(args.inputs).items()}
+    result = pipeline.train_level1(catalog, recipe, args.model, Path(args.workdir), input_versions=inputs)
+    print(
+        json.dumps(
+            {"model": result.name, "version": result.version, "run_id": result.run_id, **result.metrics},
+            indent=1,
+        )
+    )
+    return 0
+
+
+def cmd_stack(args) -> int:
+    from mmpc import pipeline, tracking
+
+    recipe = _recipe(args)
+    catalog = pipeline.open_catalog(args.catalog, recipe)
+    tracking.configure(args.workdir)
+    refs = _versions(args.models) or {n: "@candidate" for n in recipe.models}
+    versions = {n: str(tracking.resolve(n, ref).version) for n, ref in refs.items()}
+    result = pipeline.stack_and_publish(
+        catalog, recipe, Path(args.workdir), versions, promote=not args.no_promote
+    )
+    print(result.table)
+    decision = "promoted" if result.promoted else "not promoted"
+    print(f"mmpc-ensemble v{result.version}: {decision} ({result.reason})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmpc", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_recipe(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--recipe", default="demo", help="a recipe name in mlproject/ or a YAML path (default: demo)"
+        )
+        p.add_argument(
+            "--set",
+            action="append",
+            metavar="KEY=VALUE",
+            help="override a recipe value, e.g. models.flaubert.train.epochs=2 (repeatable)",
+        )
+
+    def with_workdir(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--workdir",
+            default=os.environ.get("MMPC_WORKDIR", DEFAULT_WORKDIR),
+            help="local MLflow store and artifacts unless MLFLOW_TRACKING_URI is set "
+            f"(default: $MMPC_WORKDIR or {DEFAULT_WORKDIR})",
+        )
+
+    p = sub.add_parser("demo-catalog", help="write the generated demo catalog (Rakuten layout)")
+    p.add_argument("out")
+    p.add_argument("--size", type=int, default=2400)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo_catalog)
+
+    p = sub.add_parser("check", help="validate a catalog; print class counts per split and its fingerprint")
+    p.add_argument("catalog")
+    p.add_argument("--manifest", help="also write the split manifest into this folder")
+    with_recipe(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("train", help="train, evaluate and register one level-1 model")
+    p.add_argument("model", help="a model name of the recipe (flaubert, camembert, seresnext, fusion, ...)")
+    p.add_argument("--catalog", required=True)
+    p.add_argument(
+        "--inputs",
+        nargs="*",
+        metavar="NAME=VERSION",
+        help="fusion only: registered versions (or @alias) of its text and image models",
+    )
+    with_recipe(p)
+    with_workdir(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("stack", help="stack registered level-1 versions and publish mmpc-ensemble")
+    p.add_argument("--catalog", required=True)
+    p.add_argument(
+        "--models",
+        nargs="*",
+        metavar="NAME=VERSION",
+        help="level-1 versions to stack (default: every recipe model @candidate)",
+    )
+    p.add_argument("--no-promote", action="store_true", help="register as @candidate only")
+    with_recipe(p)
+    with_workdir(p)
+    p.set_defaults(func=cmd_stack)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    from mmpc.catalog import CatalogError
+    from mmpc.recipe import RecipeError
+
+    try:
+        return args.func(args)
+    except (CatalogError, RecipeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

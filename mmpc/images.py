@@ -1,0 +1,136 @@
+"""Product images: safe decoding, border trimming, and the train/eval transforms.
+
+Rakuten photos are 500x500 JPEGs, often framed by a white or black border; trimming it gives the
+network more pixels of the product itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from PIL import Image, ImageChops, ImageFile
+
+# A decompression bomb (a tiny file declaring a huge canvas) must fail, not exhaust memory.
+# 4096 x 4096 is far above any product photo; Pillow raises DecompressionBombError past 2x this.
+MAX_IMAGE_PIXELS = 4096 * 4096
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+ImageStatus = Literal["ok", "missing", "invalid"]
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not a decodable image (or declare a canvas over the pixel limit)."""
+
+
+def decode(data: bytes) -> Image.Image:
+    """Decode image bytes into an RGB image; raise ImageDecodeError on anything unusable."""
+    if not data:
+        raise ImageDecodeError("empty image")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > 2 * MAX_IMAGE_PIXELS:
+                raise ImageDecodeError(f"image of {img.width}x{img.height} exceeds the pixel limit")
+            img.load()
+            return to_rgb(img)
+    except ImageDecodeError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(f"not a decodable image: {exc}") from exc
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB for every mode: alpha is composited on white, 16-bit and CMYK are converted."""
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, img).convert("RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grayscale: scale to 8 bits before converting.
+        img = img.point(lambda v: v / 256).convert("L")
+    return img.convert("RGB")
+
+
+def load_file(path: str | Path) -> Image.Image:
+    return decode(Path(path).read_bytes())
+
+
+def decode_base64(value: str) -> Image.Image:
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageDecodeError(f"image is not valid base64: {exc}") from exc
+    return decode(data)
+
+
+def trim_border(img: Image.Image, tolerance: int = 12, min_fraction: float = 0.2) -> Image.Image:
+    """Crop a uniform frame whose colour is the top-left pixel's.
+
+    Keeps the original when the crop would leave less than ``min_fraction`` of each side
+    (a plain image is not all border).
+    """
+    corner = img.getpixel((0, 0))
+    diff = ImageChops.difference(img, Image.new(img.mode, img.size, corner)).convert("L")
+    bbox = diff.point(lambda v: 255 if v > tolerance else 0).getbbox()
+    if bbox is None:
+        return img
+    left, top, right, bottom = bbox
+    if (right - left) < min_fraction * img.width or (bottom - top) < min_fraction * img.height:
+        return img
+    return img.crop(bbox)
+
+
+@dataclass(frozen=True)
+class ImageTransformConfig:
+    """The paper's augmentation: random resized crop (scale 0.8-1), rotation 15 deg, h-flip;
+    eval: resize to img_size / crop_fraction, centre crop img_size (256 -> 224 by default)."""
+
+    img_size: int = 224
+    crop_fraction: float = 224 / 256
+    scale_min: float = 0.8
+    rotation: float = 15.0
+    hflip: float = 0.5
+    trim: bool = True
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def eval_transform(cfg: ImageTransformConfig):
+    """timm's eval pipeline (resize, centre crop, normalise)."""
+    from timm.data import create_transform
+
+    return create_transform(
+        input_size=(3, cfg.img_size, cfg.img_size),
+        is_training=False,
+        crop_pct=cfg.crop_fraction,
+        interpolation="bilinear",
+        mean=cfg.mean,
+        std=cfg.std,
+    )
+
+
+def train_transform(cfg: ImageTransformConfig):
+    """torchvision's v2 transforms: timm's training factory has no rotation, the paper uses one."""
+    import torch
+    from torchvision.transforms import v2
+
+    return v2.Compose(
+        [
+            v2.PILToTensor(),
+            v2.RandomResizedCrop(cfg.img_size, scale=(cfg.scale_min, 1.0), antialias=True),
+            v2.RandomRotation(cfg.rotation, fill=255),
+            v2.RandomHorizontalFlip(cfg.hflip),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(cfg.mean, cfg.std),
+        ]
+    )
+
+
+def prepare(img: Image.Image, cfg: ImageTransformConfig) -> Image.Image:
+    """What both pipelines do first: trim the border."""
+    return trim_border(img) if cfg.trim else img

@@ -1,0 +1,1 @@
+"""Level-1 networks: pure torch / transformers / timm (no MLflow, no Prefect)."""

@@ -1,0 +1,64 @@
+"""Level-1 model folders: weights in safetensors, configs and metadata in JSON, no pickles.
+
+Every folder has ``meta.json`` (kind, class codes, architecture, weights digest) and
+``model.safetensors``; a text model adds ``backbone/config.json`` and ``tokenizer/``; a fusion
+model keeps its head at the top and the frozen level-1 folders it was built on under ``inputs/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+FORMAT_VERSION = 1
+META = "meta.json"
+WEIGHTS = "model.safetensors"
+
+
+class ModelFolderError(ValueError):
+    """A model folder is missing a file or was written by an incompatible version."""
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_weights(folder: Path, module: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write the weights, then meta.json with their digest (written last: a folder with a meta is whole)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    # save_model (not save_file) de-duplicates tied tensors such as shared embeddings.
+    save_model(module, str(folder / WEIGHTS))
+    meta = {**meta, "format_version": FORMAT_VERSION, "weights_sha256": file_digest(folder / WEIGHTS)}
+    (folder / META).write_text(json.dumps(meta, indent=1, sort_keys=True))
+    return meta
+
+
+def read_meta(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / META
+    if not path.is_file():
+        raise ModelFolderError(f"{folder} is not an mmpc model folder: {META} is missing")
+    meta = json.loads(path.read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelFolderError(
+            f"{path}: format_version {meta.get('format_version')}, expected {FORMAT_VERSION}"
+        )
+    return meta
+
+
+def load_weights(folder: Path, module: nn.Module) -> None:
+    path = folder / WEIGHTS
+    if not path.is_file():
+        raise ModelFolderError(f"{folder}: {WEIGHTS} is missing")
+    try:
+        load_model(module, str(path), strict=True)
+    except RuntimeError as exc:
+        raise ModelFolderError(f"{path}: weights do not fit the architecture: {exc}") from exc

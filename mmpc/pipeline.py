@@ -1,0 +1,397 @@
+"""The pipeline's steps, each one MLflow run: level-1 training, fusion, stacking and publication.
+
+Steps take plain arguments (a catalog path, a recipe, a work folder, version numbers) so a scheduler
+can run each of them in its own process or machine; ``flows/`` wraps them as Prefect tasks.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+import mmpc
+from mmpc import ensemble, images, stacking, tracking
+from mmpc.catalog import Catalog, read_catalog
+from mmpc.models.runners import Level1Predictor
+from mmpc.recipe import FusionModelConfig, ImageModelConfig, Recipe, TextModelConfig
+from mmpc.serving import ensemble_signature, level1_signature
+from mmpc.training import level1 as train_l1
+from mmpc.training.engine import resolve_device, seed_everything
+from mmpc.training.metrics import macro_f1
+
+log = logging.getLogger(__name__)
+
+PYFUNC_DIR = Path(mmpc.__file__).resolve().parent / "pyfunc"
+CHUNK = 256  # catalog rows decoded and predicted at a time: bounded memory on 85k-product catalogs
+
+
+@dataclass
+class Level1Result:
+    name: str
+    version: str
+    run_id: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PublishResult:
+    version: str
+    run_id: str
+    scores: dict[str, float]
+    table: str
+    promoted: bool
+    reason: str
+    champion_version: str | None
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(mmpc.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{mmpc.__version__}+{sha}" if sha else mmpc.__version__
+
+
+def open_catalog(path: str | Path, recipe: Recipe) -> Catalog:
+    return read_catalog(path, splits=recipe.split_spec(), images=recipe.catalog.images)
+
+
+def load_images(frame: pd.DataFrame) -> list[Image.Image | None]:
+    out: list[Image.Image | None] = []
+    for path, has in zip(frame["image_path"], frame["has_image"], strict=True):
+        try:
+            out.append(images.load_file(path) if has else None)
+        except (OSError, images.ImageDecodeError):
+            out.append(None)
+    return out
+
+
+def predict_rows(
+    predict: Callable[[list[str], list], np.ndarray], frame: pd.DataFrame, with_images: bool
+) -> np.ndarray:
+    """Probabilities for catalog rows, a chunk at a time (images are decoded per chunk)."""
+    parts = []
+    for start in range(0, len(frame), CHUNK):
+        chunk = frame.iloc[start : start + CHUNK]
+        imgs = load_images(chunk) if with_images else [None] * len(chunk)
+        parts.append(predict(chunk["text"].tolist(), imgs))
+    return np.concatenate(parts) if parts else np.zeros((0, 0))
+
+
+def request_example(frame: pd.DataFrame, n: int = 2) -> pd.DataFrame:
+    """Serving input example: real rows of the catalog, the photo as base64."""
+    rows = frame.head(n)
+    encoded = [
+        base64.b64encode(Path(p).read_bytes()).decode() if has else None
+        for p, has in zip(rows["image_path"], rows["has_image"], strict=True)
+    ]
+    return pd.DataFrame(
+        {
+            "designation": rows["designation"].tolist(),
+            "description": rows["description"].tolist(),
+            "image": encoded,
+        }
+    )
+
+
+def _run_tags(recipe: Recipe, catalog: Catalog, step: str) -> dict[str, str]:
+    return {
+        "mmpc.step": step,
+        "mmpc.recipe": recipe.name,
+        "mmpc.seed": str(recipe.seed),
+        "mmpc.code_version": code_version(),
+        "mmpc.catalog": catalog.name,
+    }
+
+
+def start_pipeline_run(catalog: Catalog, recipe: Recipe, workdir: Path, run_name: str = "retrain") -> str:
+    """The parent run every step of one pipeline nests under; returns its id."""
+    tracking.configure(workdir)
+    exp = tracking.experiment_id(catalog.name, workdir)
+    with mlflow.start_run(
+        experiment_id=exp, run_name=run_name, tags=_run_tags(recipe, catalog, "pipeline")
+    ) as run:
+        tracking.log_params(recipe.to_dict())
+        tracking.log_catalog(catalog)
+    # The fluent run ended above; reopen it as RUNNING so children can nest until the pipeline ends.
+    MlflowClient().update_run(run.info.run_id, status="RUNNING")
+    return run.info.run_id
+
+
+def end_pipeline_run(run_id: str, ok: bool, metrics: dict[str, float] | None = None) -> None:
+    client = MlflowClient()
+    for key, value in (metrics or {}).items():
+        client.log_metric(run_id, key, value)
+    client.set_terminated(run_id, status="FINISHED" if ok else "FAILED")
+
+
+def _download_level1(versions: dict[str, str], dst: Path) -> dict[str, Path]:
+    folders = {}
+    for name, version in versions.items():
+        mv = tracking.resolve(name, version)
+        folders[name] = tracking.level1_folder(tracking.download_artifacts(mv, dst / name))
+    return folders
+
+
+def train_level1(
+    catalog: Catalog,
+    recipe: Recipe,
+    name: str,
+    workdir: Path,
+    *,
+    parent_run_id: str | None = None,
+    input_versions: dict[str, str] | None = None,
+) -> Level1Result:
+    """Train one level-1 model on ``train`` (early stopping on ``valid``), evaluate it on ``valid`` and
+    ``test``, log it as a pyfunc and register it as ``mmpc-<name>`` (alias ``candidate``)."""
+    tracking.configure(workdir)
+    cfg = recipe.model(name)
+    seed_everything(recipe.seed)
+    device = resolve_device(recipe.device)
+    exp = tracking.experiment_id(catalog.name, workdir)
+    train, valid, test = catalog.split("train"), catalog.split("valid"), catalog.split("test")
+    codes = list(catalog.labels.codes)
+    tags = {**_run_tags(recipe, catalog, "level1"), "mmpc.model": name, "mmpc.kind": cfg.kind}
+    with (
+        mlflow.start_run(experiment_id=exp, run_name=name, parent_run_id=parent_run_id, tags=tags) as run,
+        tracking.scratch() as tmp,
+    ):
+        tracking.log_params(
+            {"model": name, "seed": recipe.seed, "recipe": recipe.name, **recipe.to_dict()["models"][name]}
+        )
+        data_tags = tracking.log_catalog(catalog)
+        out = tmp / "model"
+
+        def log_metrics(values: dict[str, float], step: int) -> None:
+            mlflow.log_metrics(values, step=step)
+
+        common = {"device": device, "seed": recipe.seed, "log_metrics": log_metrics, "name": name}
+        if isinstance(cfg, TextModelConfig):
+            result = train_l1.train_text(cfg, train, valid, codes, out, **common)
+        elif isinstance(cfg, ImageModelConfig):
+            result = train_l1.train_image(cfg, train, valid, codes, out, **common)
+        elif isinstance(cfg, FusionModelConfig):
+            needed = [*cfg.text, cfg.image]
+            missing = [n for n in needed if n not in (input_versions or {})]
+            if missing:
+                raise ValueError(f"fusion model {name!r} needs registered versions of {missing}")
+            versions = {n: str(input_versions[n]) for n in needed}
+            mlflow.set_tags({f"mmpc.input.{n}": v for n, v in versions.items()})
+            inputs = _download_level1(versions, tmp / "inputs")
+            result = train_l1.train_fusion(cfg, inputs, train, valid, codes, out, **common)
+        else:  # pragma: no cover - the recipe parser admits only the kinds above
+            raise ValueError(f"unknown model kind {cfg.kind!r}")
+        mlflow.log_metrics(
+            {
+                "best_epoch": result.best_epoch,
+                "epochs_run": result.epochs_run,
+                "train_seconds": result.seconds,
+            }
+        )
+
+        predictor = Level1Predictor(out, device)
+        scores = {}
+        for split, frame in (("valid", valid), ("test", test)):
+            probs = predict_rows(predictor.predict_proba, frame, predictor.uses_images)
+            scores.update(tracking.log_evaluation(frame["label"].to_numpy(), probs, codes, split))
+        example = request_example(valid)
+        mv = tracking.log_pyfunc(
+            PYFUNC_DIR / "level1_model.py",
+            {"model": str(out)},
+            model=name,
+            signature=level1_signature(codes),
+            input_example=example,
+            tags={
+                **data_tags,
+                "mmpc.kind": cfg.kind,
+                "mmpc.run_id": run.info.run_id,
+                "valid_macro_f1": f"{scores['valid_macro_f1']:.6f}",
+                "test_macro_f1": f"{scores['test_macro_f1']:.6f}",
+                **({f"mmpc.input.{n}": v for n, v in versions.items()} if cfg.kind == "fusion" else {}),
+            },
+        )
+        log.info(
+            "%s: valid macro-F1 %.4f, test macro-F1 %.4f -> %s v%s",
+            name,
+            scores["valid_macro_f1"],
+            scores["test_macro_f1"],
+            mv.name,
+            mv.version,
+        )
+        return Level1Result(name, str(mv.version), run.info.run_id, scores)
+
+
+def _champion_score(
+    catalog: Catalog, test: pd.DataFrame, test_fp: str
+) -> tuple[str | None, float | None, str]:
+    """The current champion's test macro-F1 on *this* test split (re-scored if the split changed)."""
+    try:
+        champion = tracking.resolve("ensemble", tracking.CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return None, None, "no champion yet"
+    tags = champion.tags
+    if tags.get("mmpc.fingerprint.test") == test_fp and "test_macro_f1" in tags:
+        return champion.version, float(tags["test_macro_f1"]), "same test split"
+    model = mlflow.pyfunc.load_model(f"models:/{champion.name}/{champion.version}")
+    preds = []
+    for start in range(0, len(test), CHUNK):
+        chunk = test.iloc[start : start + CHUNK]
+        req = request_example(chunk, n=len(chunk))
+        preds.append(model.predict(req)["prdtypecode"].to_numpy())
+    y_pred = np.concatenate(preds) if preds else np.zeros(0, dtype=int)
+    y_pred_idx = np.asarray(catalog.labels.indices(y_pred), dtype=int)
+    return (
+        champion.version,
+        macro_f1(test["label"].to_numpy(), y_pred_idx),
+        "re-scored on the current test split",
+    )
+
+
+def stack_and_publish(
+    catalog: Catalog,
+    recipe: Recipe,
+    workdir: Path,
+    versions: dict[str, str],
+    *,
+    parent_run_id: str | None = None,
+    promote: bool = True,
+) -> PublishResult:
+    """Stack the given level-1 versions on the ``stack`` split, score everything on ``test``, publish
+    the ensemble as ``mmpc-ensemble`` (@candidate) and move @champion if it is at least as good."""
+    tracking.configure(workdir)
+    seed_everything(recipe.seed)
+    device = resolve_device(recipe.device)
+    exp = tracking.experiment_id(catalog.name, workdir)
+    codes = list(catalog.labels.codes)
+    members = list(versions)
+    stack, test = catalog.split("stack"), catalog.split("test")
+    tags = {
+        **_run_tags(recipe, catalog, "stack"),
+        **{f"mmpc.member.{n}": str(v) for n, v in versions.items()},
+    }
+    with (
+        mlflow.start_run(experiment_id=exp, run_name="stack", parent_run_id=parent_run_id, tags=tags) as run,
+        tracking.scratch() as tmp,
+    ):
+        tracking.log_params(
+            {"stacking": recipe.to_dict()["stacking"], "members": members, "seed": recipe.seed}
+        )
+        data_tags = tracking.log_catalog(catalog)
+        folders = _download_level1(versions, tmp / "level1")
+        predictors = {n: Level1Predictor(f, device) for n, f in folders.items()}
+        probs = {split: {} for split in ("stack", "test")}
+        for split, frame in (("stack", stack), ("test", test)):
+            for n, p in predictors.items():
+                probs[split][n] = predict_rows(p.predict_proba, frame, p.uses_images)
+        X_stack = stacking.features(probs["stack"], members, codes)
+        X_test = stacking.features(probs["test"], members, codes)
+        y_stack, y_test = stack["label"].to_numpy(), test["label"].to_numpy()
+        fitted = stacking.fit(X_stack, y_stack, recipe.stacking, len(codes), recipe.seed)
+        mlflow.log_metrics(
+            {
+                "cv_macro_f1": fitted.cv_macro_f1,
+                "cv_logloss": fitted.cv_logloss,
+                "best_rounds": fitted.best_rounds,
+            }
+        )
+
+        scores = {}
+        for n in members:
+            p = probs["test"][n]
+            ok = ~np.isnan(p).any(axis=1)
+            scores[n] = macro_f1(y_test[ok], p[ok].argmax(1))
+        test_probs = fitted.booster.predict(X_test)
+        stack_scores = tracking.log_evaluation(y_test, test_probs, codes, "test")
+        scores["stack"] = stack_scores["test_macro_f1"]
+        mlflow.log_metrics({f"test_macro_f1.{n}": v for n, v in scores.items()})
+        table = stacking.table(scores)
+        mlflow.log_text(table + "\n", "table1_test_macro_f1.md")
+        log.info("test macro-F1 (%d products):\n%s", len(test), table)
+
+        booster_dir = tmp / "booster"
+        booster_dir.mkdir()
+        stacking.save(fitted.booster, booster_dir)
+        mlflow.log_artifact(str(booster_dir / stacking.BOOSTER_FILE), artifact_path="stacker")
+        bundle = ensemble.build(
+            tmp / "ensemble",
+            folders,
+            versions,
+            booster_dir / stacking.BOOSTER_FILE,
+            codes,
+            recipe.ensemble.top_k,
+            recipe.ensemble.batch_size,
+        )
+
+        test_fp = data_tags["mmpc.fingerprint.test"]
+        champion_version, champion_score, basis = _champion_score(catalog, test, test_fp)
+        mv = tracking.log_pyfunc(
+            PYFUNC_DIR / "ensemble_model.py",
+            {"ensemble": str(bundle)},
+            model="ensemble",
+            signature=ensemble_signature(recipe.ensemble.top_k),
+            input_example=request_example(test),
+            tags={
+                **data_tags,
+                "mmpc.run_id": run.info.run_id,
+                "test_macro_f1": f"{scores['stack']:.6f}",
+                "cv_macro_f1": f"{fitted.cv_macro_f1:.6f}",
+                **{f"mmpc.member.{n}": str(v) for n, v in versions.items()},
+            },
+        )
+        if champion_score is None:
+            promoted, reason = promote, "no champion yet"
+        else:
+            promoted = promote and scores["stack"] >= champion_score
+            reason = (
+                f"test macro-F1 {scores['stack']:.4f} {'>=' if promoted else '<'} champion "
+                f"v{champion_version}'s {champion_score:.4f} ({basis})"
+            )
+        if promoted:
+            MlflowClient().set_registered_model_alias(mv.name, tracking.CHAMPION, mv.version)
+        mlflow.set_tags({"mmpc.promoted": str(promoted), "mmpc.promotion_reason": reason})
+        log.info(
+            "%s v%s: %s (%s)",
+            mv.name,
+            mv.version,
+            "promoted to @champion" if promoted else "not promoted",
+            reason,
+        )
+        return PublishResult(
+            str(mv.version),
+            run.info.run_id,
+            scores,
+            table,
+            promoted,
+            reason,
+            str(mv.version) if promoted else champion_version,
+        )
+
+
+def level1_order(recipe: Recipe, names: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+    """(text and image models, fusion models) of the recipe, optionally restricted to ``names``."""
+    chosen = list(names) if names else list(recipe.models)
+    unknown = [n for n in chosen if n not in recipe.models]
+    if unknown:
+        raise ValueError(
+            f"unknown model(s) {unknown}; the recipe {recipe.name!r} has {sorted(recipe.models)}"
+        )
+    base = [n for n in chosen if recipe.models[n].kind != "fusion"]
+    fusion = [n for n in chosen if recipe.models[n].kind == "fusion"]
+    return base, fusion

@@ -1,0 +1,272 @@
+"""Recipes: YAML files in mlproject/ parsed into typed dataclasses.
+
+A recipe holds every hyper-parameter of a pipeline; it is logged whole into every run. Unknown keys
+are errors that name their path, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+RECIPE_DIR = Path(__file__).resolve().parent.parent / "mlproject"
+
+
+class RecipeError(ValueError):
+    """A recipe key or value is wrong; the message names its dotted path."""
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop shared by every neural level-1 kind."""
+
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    epochs: int = 10
+    optimizer: Literal["adamw", "adam"] = "adamw"
+    lr: float = 2e-5
+    head_lr: float | None = None  # a higher rate for the freshly initialised head, if set
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    schedule: Literal["linear", "constant", "cosine"] = "linear"
+    warmup_ratio: float = 0.0
+    grad_clip: float | None = 1.0
+    grad_accum: int = 1
+    patience: int = 3  # epochs without a better valid macro-F1 before stopping
+    num_workers: int = 0
+    amp: bool = True  # bf16 autocast on GPU; always fp32 on CPU
+    length_bucketing: bool = True
+
+
+@dataclass
+class TokenizerConfig:
+    pretrained: str | None = None  # a hub name or a local folder
+    train_vocab_size: int = 4000  # when not pretrained: a WordPiece tokenizer trained on the train split
+    lowercase: bool = False
+
+
+@dataclass
+class TextModelConfig:
+    kind: Literal["text"] = "text"
+    pretrained: str | None = None  # e.g. camembert-base; None builds `backbone_type` from `backbone_config`
+    backbone_type: str | None = None  # a transformers model_type: camembert, flaubert, ...
+    backbone_config: dict[str, Any] = field(default_factory=dict)
+    head: Literal["flaubert", "cls", "flatten"] = "cls"
+    dropout: float = 0.1
+    max_len: int = 256
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class ImageModelConfig:
+    kind: Literal["image"] = "image"
+    arch: str = "legacy_seresnext50_32x4d"
+    pretrained: bool = True
+    img_size: int = 224
+    crop_fraction: float = 224 / 256
+    drop_rate: float = 0.0
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class FusionModelConfig:
+    kind: Literal["fusion"] = "fusion"
+    text: list[str] = field(default_factory=lambda: ["flaubert", "camembert"])
+    image: str = "seresnext"
+    mode: Literal["concat", "add"] = "concat"
+    dim: int | None = None  # projection size of the image vector; default: the text hidden size
+    dropout: float = 0.1
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+ModelConfig = TextModelConfig | ImageModelConfig | FusionModelConfig
+_KINDS: dict[str, type] = {"text": TextModelConfig, "image": ImageModelConfig, "fusion": FusionModelConfig}
+
+
+@dataclass
+class SplitConfig:
+    train: float = 0.75
+    valid: float = 0.05
+    stack: float = 0.10
+    test: float = 0.10
+    salt: str = "mmpc"
+
+
+@dataclass
+class CatalogConfig:
+    images: Literal["required", "optional"] = "required"
+    splits: SplitConfig = field(default_factory=SplitConfig)
+
+
+@dataclass
+class StackingConfig:
+    params: dict[str, Any] = field(default_factory=dict)  # LightGBM parameters
+    num_boost_round: int = 1000
+    early_stopping_rounds: int = 50
+    folds: int = 5
+
+
+@dataclass
+class EnsembleConfig:
+    top_k: int = 3
+    batch_size: int = 64
+    torch_threads: int | None = None
+
+
+@dataclass
+class Recipe:
+    name: str = "recipe"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    models: dict[str, ModelConfig] = field(default_factory=dict)
+    stacking: StackingConfig = field(default_factory=StackingConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+
+    def level1(self, kinds: tuple[str, ...] = ("text", "image")) -> dict[str, ModelConfig]:
+        return {name: cfg for name, cfg in self.models.items() if cfg.kind in kinds}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def split_spec(self):
+        from mmpc.catalog import SplitSpec
+
+        s = self.catalog.splits
+        return SplitSpec(train=s.train, valid=s.valid, stack=s.stack, test=s.test, salt=s.salt)
+
+    def model(self, name: str) -> ModelConfig:
+        if name not in self.models:
+            raise RecipeError(f"recipe {self.name!r} has no model {name!r}; it has {sorted(self.models)}")
+        return self.models[name]
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path or 'recipe'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise RecipeError(f"{path or 'recipe'}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    return cls(
+        **{key: _convert(hints[key], value, f"{path}.{key}" if path else key) for key, value in data.items()}
+    )
+
+
+def _convert(hint: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value or {}, path)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        candidates = [a for a in args if a is not type(None)]
+        errors = []
+        for arg in candidates:
+            try:
+                return _convert(arg, value, path)
+            except RecipeError as exc:
+                errors.append(str(exc))
+        raise RecipeError(errors[0] if len(errors) == 1 else f"{path}: {value!r} fits none of {candidates}")
+    if origin is Literal:
+        if value not in args:
+            raise RecipeError(f"{path}: {value!r} is not one of {list(args)}")
+        return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{path}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin is list:
+        if not isinstance(value, list):
+            raise RecipeError(f"{path}: expected a list, got {value!r}")
+        return [_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads "2e-5" as a string
+        except ValueError:
+            pass
+    if isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise RecipeError(f"{path}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _models(data: Any) -> dict[str, ModelConfig]:
+    if not isinstance(data, dict):
+        raise RecipeError(f"models: expected a mapping of model name -> config, got {data!r}")
+    out: dict[str, ModelConfig] = {}
+    for name, cfg in data.items():
+        if not isinstance(cfg, dict) or cfg.get("kind") not in _KINDS:
+            raise RecipeError(f"models.{name}.kind: must be one of {sorted(_KINDS)}")
+        out[name] = _build(_KINDS[cfg["kind"]], cfg, f"models.{name}")
+    return out
+
+
+def _set(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise RecipeError(f"override {dotted}: {key} is not a mapping")
+    node[keys[-1]] = value
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["models.flaubert.train.epochs=1"]`` -> ``{"models.flaubert.train.epochs": 1}`` (YAML values)."""
+    out = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise RecipeError(f"override {item!r}: expected key.path=value")
+        out[key.strip()] = yaml.safe_load(raw)
+    return out
+
+
+def resolve_path(recipe: str | Path) -> Path:
+    """A recipe is a YAML path, or the name of one in mlproject/ (``demo`` -> mlproject/demo.yaml)."""
+    path = Path(recipe)
+    if path.suffix not in (".yaml", ".yml"):
+        path = RECIPE_DIR / f"{recipe}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+        raise RecipeError(f"recipe {recipe!r} not found (looked for {path}); known recipes: {known}")
+    return path
+
+
+def from_dict(data: dict[str, Any]) -> Recipe:
+    data = dict(data)
+    models = _models(data.pop("models", {}) or {})
+    recipe = _build(Recipe, data, "")
+    recipe.models = models
+    for name, cfg in models.items():
+        if isinstance(cfg, FusionModelConfig):
+            for ref in [*cfg.text, cfg.image]:
+                if ref not in models or models[ref].kind == "fusion":
+                    raise RecipeError(
+                        f"models.{name}: input {ref!r} is not a text or image model of this recipe"
+                    )
+    return recipe
+
+
+def load_recipe(recipe: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    path = resolve_path(recipe)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+    for key, value in (overrides or {}).items():
+        _set(data, key, value)
+    return from_dict(data)

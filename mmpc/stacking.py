@@ -1,0 +1,116 @@
+"""Level 2: LightGBM on the concatenated class probabilities of the level-1 models.
+
+Features are named ``<model>__<code>`` (LightGBM refuses JSON punctuation in names). A level-1
+model that could not answer a row (an image model without a photo) leaves NaN there; LightGBM
+routes missing values natively.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedKFold
+
+from mmpc.recipe import StackingConfig
+from mmpc.training.metrics import macro_f1
+
+log = logging.getLogger(__name__)
+
+BOOSTER_FILE = "booster.txt"
+
+
+def feature_names(models: Sequence[str], codes: Sequence[int]) -> list[str]:
+    return [f"{m}__{c}" for m in models for c in codes]
+
+
+def features(probs: Mapping[str, np.ndarray], models: Sequence[str], codes: Sequence[int]) -> pd.DataFrame:
+    """The stacker's input: each model's probabilities side by side, in ``models`` order."""
+    missing = [m for m in models if m not in probs]
+    if missing:
+        raise KeyError(f"no probabilities for level-1 model(s) {missing}")
+    data = np.concatenate([np.asarray(probs[m], dtype=np.float32) for m in models], axis=1)
+    return pd.DataFrame(data, columns=feature_names(models, codes))
+
+
+@dataclass
+class StackResult:
+    booster: lgb.Booster
+    best_rounds: int
+    cv_macro_f1: float
+    cv_logloss: float
+
+
+def lgb_params(cfg: StackingConfig, num_classes: int, seed: int) -> dict:
+    return {
+        "objective": "multiclass",
+        "num_class": num_classes,
+        "verbosity": -1,
+        "seed": seed,
+        "deterministic": True,
+        "num_threads": 0,
+        **cfg.params,
+    }
+
+
+def fit(X: pd.DataFrame, y: np.ndarray, cfg: StackingConfig, num_classes: int, seed: int = 0) -> StackResult:
+    """k-fold CV on the stack rows picks the number of rounds (LightGBM's early-stopping callback)
+    and gives the stacker's own macro-F1 estimate; the final booster is fit on all stack rows."""
+    params = lgb_params(cfg, num_classes, seed)
+    counts = np.bincount(y, minlength=num_classes)
+    folds = max(2, min(cfg.folds, int(counts[counts > 0].min())))
+    if folds < cfg.folds:
+        log.warning(
+            "stacking: the rarest class has %d stack rows; using %d folds instead of %d",
+            counts[counts > 0].min(),
+            folds,
+            cfg.folds,
+        )
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    split_list = list(splitter.split(X, y))
+    data = lgb.Dataset(X, label=y, free_raw_data=False)
+    cv = lgb.cv(
+        params,
+        data,
+        num_boost_round=cfg.num_boost_round,
+        folds=split_list,
+        callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
+        return_cvbooster=True,
+    )
+    best_rounds = len(cv["valid multi_logloss-mean"])
+    oof = np.zeros((len(y), num_classes))
+    for booster, (_, valid_idx) in zip(cv["cvbooster"].boosters, split_list, strict=True):
+        oof[valid_idx] = booster.predict(X.iloc[valid_idx], num_iteration=best_rounds)
+    booster = lgb.train(params, data, num_boost_round=best_rounds)
+    return StackResult(
+        booster=booster,
+        best_rounds=best_rounds,
+        cv_macro_f1=macro_f1(y, oof.argmax(1)),
+        cv_logloss=float(cv["valid multi_logloss-mean"][-1]),
+    )
+
+
+def save(booster: lgb.Booster, folder: Path) -> Path:
+    """LightGBM's own text format: readable, diffable, no pickle."""
+    path = folder / BOOSTER_FILE
+    booster.save_model(str(path))
+    return path
+
+
+def load(folder: Path) -> lgb.Booster:
+    return lgb.Booster(model_file=str(folder / BOOSTER_FILE))
+
+
+def table(scores: Mapping[str, float], title: str = "test macro-F1") -> str:
+    """The paper's Table 1 layout: one row per model, the stack last."""
+    width = max(len(k) for k in scores)
+    lines = [f"| {'model'.ljust(width)} | {title} |", f"|{'-' * (width + 2)}|{'-' * (len(title) + 2)}|"]
+    lines += [
+        f"| {name.ljust(width)} | {value:.4f}{' ' * (len(title) - 6)} |" for name, value in scores.items()
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,33 @@
+"""Product text: HTML cleaning and the designation + description join used by every text model."""
+
+from __future__ import annotations
+
+import html
+import re
+
+_TAG = re.compile(r"<[^>]+>")
+# Control characters other than whitespace carry no meaning for a classifier and upset tokenizers.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean(value: object) -> str:
+    """Unescape HTML entities, drop tags and control characters, collapse whitespace.
+
+    Missing values (None, NaN) become the empty string.
+    """
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    text = str(value)
+    if "&" in text:
+        # Unescape twice: catalog exports often double-escape ("&amp;eacute;").
+        text = html.unescape(html.unescape(text))
+    if "<" in text:
+        text = _TAG.sub(" ", text)
+    text = _CONTROL.sub(" ", text)
+    return " ".join(text.split())
+
+
+def join(designation: object, description: object) -> str:
+    """The text every text model sees: ``designation + " " + description``, both cleaned."""
+    title, body = clean(designation), clean(description)
+    return f"{title} {body}" if body else title

@@ -1,0 +1,233 @@
+"""MLflow: where runs go, what every run records, and the model registry.
+
+Default store: ``sqlite:///<workdir>/mlflow.db`` with artifacts under ``<workdir>/mlartifacts``;
+``MLFLOW_TRACKING_URI`` (a server with PostgreSQL and S3 in production) always wins.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # rendering files only, never a window
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mmpc.catalog import Catalog
+from mmpc.training import metrics as M
+
+log = logging.getLogger(__name__)
+
+REGISTRY_PREFIX = "mmpc-"
+CANDIDATE, CHAMPION = "candidate", "champion"
+# MLflow keeps param values up to 6000 characters; longer values are cut with a marker.
+_PARAM_MAX = 6000
+
+
+def registered_name(model: str) -> str:
+    return f"{REGISTRY_PREFIX}{model}"
+
+
+def configure(workdir: str | Path) -> str:
+    """Point MLflow at ``MLFLOW_TRACKING_URI`` or the SQLite store in ``workdir``; returns the URI."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        workdir = Path(workdir).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def is_local_store(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+def experiment_id(catalog_name: str, workdir: str | Path) -> str:
+    """One experiment per catalog, ``mmpc/<catalog>``; a local store keeps artifacts in the workdir."""
+    name = f"mmpc/{catalog_name}"
+    client = MlflowClient()
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if is_local_store(mlflow.get_tracking_uri()):
+        location = (Path(workdir).resolve() / "mlartifacts").as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created concurrently by another run
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, path))
+        else:
+            text = json.dumps(value) if isinstance(value, list | dict | bool) or value is None else str(value)
+            out[path] = text if len(text) <= _PARAM_MAX else text[: _PARAM_MAX - 3] + "..."
+    return out
+
+
+def log_params(tree: Mapping[str, Any], prefix: str = "") -> None:
+    items = list(flatten(tree, prefix).items())
+    for start in range(0, len(items), 100):  # MLflow's batch limit
+        mlflow.log_params(dict(items[start : start + 100]))
+
+
+@contextmanager
+def scratch() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="mmpc-") as tmp:
+        yield Path(tmp)
+
+
+def log_catalog(catalog: Catalog) -> dict[str, str]:
+    """The data fingerprint and split manifest of the catalog a run used; returns the tags set."""
+    with scratch() as tmp:
+        paths = catalog.write_manifest(tmp)
+        mlflow.log_artifacts(str(tmp), artifact_path="data")
+        summary = json.loads(Path(paths["fingerprint"]).read_text())
+    tags = {
+        "mmpc.catalog": catalog.name,
+        "mmpc.data_fingerprint": summary["fingerprint"],
+        **{f"mmpc.fingerprint.{s}": v["fingerprint"] for s, v in summary["splits"].items()},
+    }
+    mlflow.set_tags(tags)
+    mlflow.log_params({f"data.rows.{s}": v["rows"] for s, v in summary["splits"].items()})
+    return tags
+
+
+def confusion_png(cm: np.ndarray, codes: list[int], path: Path, title: str) -> None:
+    n = len(codes)
+    fig, ax = plt.subplots(figsize=(max(6, n * 0.42), max(5, n * 0.38)), dpi=110)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), [str(c) for c in codes], rotation=90, fontsize=7)
+    ax.set_yticks(range(n), [str(c) for c in codes], fontsize=7)
+    ax.set_xlabel("predicted prdtypecode")
+    ax.set_ylabel("true prdtypecode")
+    ax.set_title(title)
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j]:
+                ax.text(
+                    j,
+                    i,
+                    int(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=5,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def log_evaluation(y: np.ndarray, probs: np.ndarray, codes: list[int], split: str) -> dict[str, float]:
+    """Metrics ``<split>_macro_f1`` etc., a confusion matrix PNG and a per-class report.
+
+    Rows whose probabilities are missing (an image model without a photo) are left out and counted.
+    """
+    ok = ~np.isnan(probs).any(axis=1)
+    scores = M.scores(y[ok], probs[ok], split)
+    scores[f"{split}_rows"] = float(ok.sum())
+    mlflow.log_metrics(scores)
+    y_pred = probs[ok].argmax(1)
+    with scratch() as tmp:
+        confusion_png(
+            M.confusion(y[ok], y_pred, len(codes)),
+            codes,
+            tmp / f"{split}_confusion.png",
+            f"{split}: macro-F1 {scores[f'{split}_macro_f1']:.4f}",
+        )
+        (tmp / f"{split}_report.txt").write_text(M.per_class_report(y[ok], y_pred, codes))
+        mlflow.log_artifacts(str(tmp), artifact_path="evaluation")
+    return scores
+
+
+def pip_requirements() -> list[str]:
+    """The package's own pinned dependencies, so a logged model names the stack it was built with."""
+    try:
+        reqs = importlib.metadata.requires("mmpc") or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    return [r for r in reqs if "extra ==" not in r]
+
+
+def wait_ready(name: str, version: str, timeout: float = 300) -> ModelVersion:
+    client = MlflowClient()
+    return client.get_model_version(name, version)
+
+
+def log_pyfunc(
+    code_file: Path,
+    artifacts: dict[str, str],
+    *,
+    model: str,
+    signature,
+    input_example,
+    tags: dict[str, str] | None = None,
+    model_config: dict[str, Any] | None = None,
+) -> ModelVersion:
+    """Log a models-from-code pyfunc into the active run and register it as ``mmpc-<model>``.
+
+    The registered version gets the ``candidate`` alias and the given tags.
+    """
+    name = registered_name(model)
+    info = mlflow.pyfunc.log_model(
+        name=model,
+        python_model=str(code_file),
+        artifacts=artifacts,
+        signature=signature,
+        input_example=input_example,
+        pip_requirements=pip_requirements(),
+        registered_model_name=name,
+        model_config=model_config,
+    )
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, CANDIDATE, version)
+    log.info("registered %s version %s (@%s)", name, version, CANDIDATE)
+    return client.get_model_version(name, version)
+
+
+def resolve(model: str, ref: str | int) -> ModelVersion:
+    """A registered version by number (``3``) or alias (``champion``, ``@champion``)."""
+    name = model if model.startswith(REGISTRY_PREFIX) else registered_name(model)
+    client = MlflowClient()
+    ref = str(ref)
+    if ref.isdigit():
+        return client.get_model_version(name, ref)
+    return client.get_model_version_by_alias(name, ref.lstrip("@"))
+
+
+def download_artifacts(mv: ModelVersion, dst: Path) -> Path:
+    """A version's MLflow model folder, downloaded under ``dst``."""
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=str(dst))
+    )
+
+
+def level1_folder(mlflow_model_dir: Path) -> Path:
+    """The mmpc model folder inside a downloaded level-1 pyfunc."""
+    return mlflow_model_dir / "artifacts" / "model"

@@ -1,0 +1,1 @@
+"""The training engine and its data plumbing: torch (and transformers' schedules) only."""

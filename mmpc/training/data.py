@@ -1,0 +1,152 @@
+"""Datasets, collators and the length-bucketed batch sampler."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from mmpc import images
+
+
+class TextDataset(Dataset):
+    """Pre-tokenised texts (token id lists, already truncated) and their class indices."""
+
+    def __init__(self, input_ids: list[list[int]], labels: Sequence[int] | None = None):
+        self.input_ids = input_ids
+        self.labels = labels
+        self.lengths = np.fromiter((len(ids) for ids in input_ids), dtype=np.int64, count=len(input_ids))
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"input_ids": self.input_ids[i]}
+        if self.labels is not None:
+            item["labels"] = int(self.labels[i])
+        return item
+
+
+class TextCollator:
+    """Dynamic padding: a batch is padded to its own longest text, not to max_len."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(it["input_ids"]) for it in items)
+        ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for row, it in enumerate(items):
+            n = len(it["input_ids"])
+            ids[row, :n] = torch.as_tensor(it["input_ids"], dtype=torch.long)
+            mask[row, :n] = 1
+        batch = {"input_ids": ids, "attention_mask": mask}
+        if "labels" in items[0]:
+            batch["labels"] = torch.tensor([it["labels"] for it in items], dtype=torch.long)
+        return batch
+
+
+class LengthBucketSampler(Sampler[list[int]]):
+    """Batches of similar lengths, in random order, so padding costs little.
+
+    Indices are shuffled, cut into pools of ``batch_size * pool_batches``, each pool sorted by length
+    and cut into batches; the batch order is shuffled again. With ``num_replicas`` > 1 each rank takes
+    every num_replicas-th batch (the batch count is rounded down to a multiple, as DDP needs equal steps).
+    """
+
+    def __init__(
+        self,
+        lengths: np.ndarray,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        pool_batches: int = 50,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ):
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.pool = batch_size * pool_batches
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[np.ndarray]:
+        n = len(self.lengths)
+        rng = np.random.default_rng((self.seed, self.epoch))
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        batches: list[np.ndarray] = []
+        for start in range(0, n, self.pool):
+            pool = order[start : start + self.pool]
+            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+            batches.extend(pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size))
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        if self.num_replicas > 1:
+            usable = (len(batches) // self.num_replicas) * self.num_replicas
+            batches = batches[self.rank : usable : self.num_replicas]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self._batches():
+            yield batch.tolist()
+
+    def __len__(self) -> int:
+        n = len(self.lengths)
+        batches = sum(math.ceil(min(self.pool, n - s) / self.batch_size) for s in range(0, n, self.pool))
+        return batches // self.num_replicas
+
+
+class ImageDataset(Dataset):
+    """Decodes, border-trims and transforms product images; a file that will not decode is blank white
+    (and counted), so one broken photo cannot stop an epoch."""
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        labels: Sequence[int] | None,
+        transform: Callable[[Image.Image], torch.Tensor],
+        cfg: images.ImageTransformConfig,
+    ):
+        self.paths = list(paths)
+        self.labels = labels
+        self.transform = transform
+        self.cfg = cfg
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict:
+        try:
+            img = images.prepare(images.load_file(self.paths[i]), self.cfg)
+        except (OSError, images.ImageDecodeError):
+            img = Image.new("RGB", (self.cfg.img_size, self.cfg.img_size), (255, 255, 255))
+        item = {"pixels": self.transform(img)}
+        if self.labels is not None:
+            item["labels"] = int(self.labels[i])
+        return item
+
+
+class TensorDictDataset(Dataset):
+    """Rows of pre-computed tensors (cached embeddings for the fusion head)."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        self.tensors = tensors
+        self.n = len(next(iter(tensors.values())))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        return {k: v[i] for k, v in self.tensors.items()}

@@ -1,0 +1,209 @@
+"""One training loop for every neural level-1 kind.
+
+Batches are dicts: ``labels`` plus the model's keyword inputs. The loop handles the optimiser and
+schedule from the recipe, gradient accumulation and clipping, bf16 autocast on GPU, per-epoch
+validation with early stopping on valid macro-F1, and keeps the best weights. It knows nothing of
+MLflow: metrics go to the ``log`` callback.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from mmpc.recipe import TrainConfig
+from mmpc.training.metrics import macro_f1
+
+log = logging.getLogger(__name__)
+
+MetricLogger = Callable[[dict[str, float], int], None]
+
+_SCHEDULES = {"linear": "linear", "constant": "constant_with_warmup", "cosine": "cosine"}
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_valid_macro_f1: float
+    epochs_run: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("the recipe asks for device 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def to_device(batch, device: torch.device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """No weight decay on biases and norms; ``head_lr`` for everything outside the backbone."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_head = not name.startswith("backbone.")
+        no_decay = p.ndim < 2
+        groups.setdefault((is_head, no_decay), []).append(p)
+    return [
+        {
+            "params": params,
+            "lr": (cfg.head_lr or cfg.lr) if is_head else cfg.lr,
+            "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+        }
+        for (is_head, no_decay), params in groups.items()
+    ]
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = _param_groups(model, cfg)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, eps=cfg.eps)
+    return torch.optim.AdamW(groups, lr=cfg.lr, eps=cfg.eps)
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module, batches: Iterable[dict], device: torch.device, amp: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Softmax probabilities (float32 numpy) and the labels, if the batches carry them."""
+    model.eval()
+    probs, labels = [], []
+    for batch in batches:
+        batch = to_device(batch, device)
+        y = batch.pop("labels", None)
+        with autocast(device, amp):
+            logits = model(**batch)
+        probs.append(torch.softmax(logits.float(), dim=-1).cpu())
+        if y is not None:
+            labels.append(y.cpu())
+    p = torch.cat(probs).numpy() if probs else np.zeros((0, 0), dtype=np.float32)
+    return p, (torch.cat(labels).numpy() if labels else None)
+
+
+def fit(
+    model: nn.Module,
+    train_batches: Iterable[dict],
+    valid_batches: Iterable[dict],
+    cfg: TrainConfig,
+    *,
+    device: torch.device,
+    log_metrics: MetricLogger | None = None,
+    desc: str = "train",
+) -> FitResult:
+    """Train with early stopping on valid macro-F1; on return the model holds its best weights."""
+    model.to(device)
+    steps_per_epoch = max(1, len(train_batches) // cfg.grad_accum)  # type: ignore[arg-type]
+    total = steps_per_epoch * cfg.epochs
+    optimizer = make_optimizer(model, cfg)
+    scheduler = get_scheduler(
+        _SCHEDULES[cfg.schedule],
+        optimizer,
+        num_warmup_steps=int(cfg.warmup_ratio * total),
+        num_training_steps=total,
+    )
+    best_f1, best_epoch, best_state, stale = -1.0, 0, None, 0
+    history: list[dict[str, float]] = []
+    started = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        sampler = getattr(train_batches, "batch_sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        model.train()
+        running, seen = 0.0, 0
+        bar = tqdm(train_batches, desc=f"{desc} epoch {epoch}/{cfg.epochs}", leave=False, mininterval=1.0)
+        optimizer.zero_grad(set_to_none=True)
+        for step, batch in enumerate(bar, start=1):
+            batch = to_device(batch, device)
+            labels = batch.pop("labels")
+            with autocast(device, cfg.amp):
+                logits = model(**batch)
+            loss = F.cross_entropy(logits.float(), labels)
+            (loss / cfg.grad_accum).backward()
+            if step % cfg.grad_accum == 0 or step == len(bar):
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            running += loss.item() * len(labels)
+            seen += len(labels)
+            bar.set_postfix(loss=f"{running / seen:.4f}", refresh=False)
+        probs, y = predict(model, valid_batches, device, cfg.amp)
+        valid_f1 = macro_f1(y, probs.argmax(1))
+        valid_loss = float(
+            F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-12)), torch.from_numpy(y))
+        )
+        metrics = {
+            "train_loss": running / max(seen, 1),
+            "valid_loss": valid_loss,
+            "valid_macro_f1": valid_f1,
+            "valid_accuracy": float((probs.argmax(1) == y).mean()),
+            "lr": scheduler.get_last_lr()[0],
+        }
+        history.append(metrics)
+        if log_metrics:
+            log_metrics(metrics, epoch)
+        improved = valid_f1 > best_f1
+        log.info(
+            "%s epoch %d/%d: train_loss %.4f valid_loss %.4f valid_macro_f1 %.4f%s (%.0fs)",
+            desc,
+            epoch,
+            cfg.epochs,
+            metrics["train_loss"],
+            valid_loss,
+            valid_f1,
+            " *" if improved else "",
+            time.perf_counter() - started,
+        )
+        if improved:
+            best_f1, best_epoch, stale = valid_f1, epoch, 0
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                log.info("%s: early stop, no better valid macro-F1 for %d epochs", desc, cfg.patience)
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return FitResult(best_epoch, best_f1, len(history), history, time.perf_counter() - started)
+
+
+def clone_module(module: nn.Module) -> nn.Module:
+    return copy.deepcopy(module)

@@ -1,0 +1,284 @@
+"""Training of each level-1 kind, from catalog rows to a saved model folder.
+
+Only ``train`` rows are fitted and only ``valid`` rows steer early stopping; the callers never pass
+``stack`` or ``test`` rows here.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from mmpc import images
+from mmpc.models import store
+from mmpc.models.fusion import FusionHead
+from mmpc.models.image import ImageClassifier
+from mmpc.models.runners import ImageRunner, TextRunner
+from mmpc.models.text import TextClassifier, build_backbone
+from mmpc.models.tokenizer import load_tokenizer, special_token_ids, train_wordpiece
+from mmpc.recipe import FusionModelConfig, ImageModelConfig, TextModelConfig, TrainConfig
+from mmpc.training.data import (
+    ImageDataset,
+    LengthBucketSampler,
+    TensorDictDataset,
+    TextCollator,
+    TextDataset,
+)
+from mmpc.training.engine import FitResult, MetricLogger, fit, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def _loader(
+    dataset,
+    cfg: TrainConfig,
+    *,
+    train: bool,
+    seed: int,
+    device: torch.device,
+    batch_sampler=None,
+    collate_fn=None,
+) -> DataLoader:
+    common = {
+        "num_workers": cfg.num_workers,
+        "persistent_workers": cfg.num_workers > 0,
+        "pin_memory": device.type == "cuda",
+        "collate_fn": collate_fn,
+    }
+    if batch_sampler is not None:
+        return DataLoader(dataset, batch_sampler=batch_sampler, **common)
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size if train else cfg.eval_batch_size,
+        shuffle=train,
+        generator=torch.Generator().manual_seed(seed),
+        **common,
+    )
+
+
+def train_text(
+    cfg: TextModelConfig,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    codes: Sequence[int],
+    out: Path,
+    *,
+    device: torch.device,
+    seed: int,
+    log_metrics: MetricLogger | None = None,
+    name: str = "text",
+) -> FitResult:
+    seed_everything(seed)
+    if cfg.tokenizer.pretrained:
+        tokenizer = load_tokenizer(cfg.tokenizer.pretrained)
+    else:
+        tokenizer = train_wordpiece(
+            train["text"].tolist(), cfg.tokenizer.train_vocab_size, cfg.tokenizer.lowercase
+        )
+    backbone = build_backbone(
+        cfg.pretrained, cfg.backbone_type, cfg.backbone_config, len(tokenizer), special_token_ids(tokenizer)
+    )
+    model = TextClassifier(backbone, len(codes), cfg.head, cfg.max_len, cfg.dropout)
+
+    def encode(frame: pd.DataFrame) -> TextDataset:
+        ids = tokenizer(frame["text"].tolist(), truncation=True, max_length=cfg.max_len)["input_ids"]
+        return TextDataset(ids, frame["label"].to_numpy())
+
+    train_data, valid_data = encode(train), encode(valid)
+    collate = TextCollator(tokenizer.pad_token_id)
+    t = cfg.train
+    if t.length_bucketing:
+        train_sampler = LengthBucketSampler(train_data.lengths, t.batch_size, seed=seed)
+    else:
+        train_sampler = torch.utils.data.BatchSampler(
+            torch.utils.data.RandomSampler(train_data, generator=torch.Generator().manual_seed(seed)),
+            t.batch_size,
+            drop_last=False,
+        )
+    valid_sampler = LengthBucketSampler(
+        valid_data.lengths, t.eval_batch_size, shuffle=False, pool_batches=10**6
+    )
+    train_loader = _loader(
+        train_data, t, train=True, seed=seed, device=device, batch_sampler=train_sampler, collate_fn=collate
+    )
+    valid_loader = _loader(
+        valid_data, t, train=False, seed=seed, device=device, batch_sampler=valid_sampler, collate_fn=collate
+    )
+    result = fit(model, train_loader, valid_loader, t, device=device, log_metrics=log_metrics, desc=name)
+    model.to("cpu")
+    tokenizer.save_pretrained(out / "tokenizer")
+    model.backbone.config.save_pretrained(out / "backbone")
+    store.save_weights(
+        out,
+        model,
+        {
+            "kind": "text",
+            "name": name,
+            "codes": list(codes),
+            "head": cfg.head,
+            "max_len": cfg.max_len,
+            "dropout": cfg.dropout,
+            "hidden_size": model.hidden_size,
+            "backbone": cfg.pretrained or cfg.backbone_type,
+        },
+    )
+    return result
+
+
+def image_transform_config(cfg: ImageModelConfig, model: ImageClassifier) -> images.ImageTransformConfig:
+    data = model.data_config()
+    return images.ImageTransformConfig(
+        img_size=cfg.img_size,
+        crop_fraction=cfg.crop_fraction,
+        mean=tuple(float(v) for v in data["mean"]),
+        std=tuple(float(v) for v in data["std"]),
+    )
+
+
+def train_image(
+    cfg: ImageModelConfig,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    codes: Sequence[int],
+    out: Path,
+    *,
+    device: torch.device,
+    seed: int,
+    log_metrics: MetricLogger | None = None,
+    name: str = "image",
+) -> FitResult:
+    seed_everything(seed)
+    # Products without a photo teach an image model nothing.
+    train, valid = train[train["has_image"]], valid[valid["has_image"]]
+    if train.empty or valid.empty:
+        raise ValueError(f"{name}: no product with an image in the train or valid split")
+    model = ImageClassifier(cfg.arch, len(codes), pretrained=cfg.pretrained, drop_rate=cfg.drop_rate)
+    tcfg = image_transform_config(cfg, model)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    t = cfg.train
+    train_data = ImageDataset(
+        train["image_path"].tolist(), train["label"].to_numpy(), images.train_transform(tcfg), tcfg
+    )
+    valid_data = ImageDataset(
+        valid["image_path"].tolist(), valid["label"].to_numpy(), images.eval_transform(tcfg), tcfg
+    )
+    train_loader = _loader(train_data, t, train=True, seed=seed, device=device)
+    valid_loader = _loader(valid_data, t, train=False, seed=seed, device=device)
+    result = fit(model, train_loader, valid_loader, t, device=device, log_metrics=log_metrics, desc=name)
+    model.to("cpu")
+    store.save_weights(
+        out,
+        model,
+        {
+            "kind": "image",
+            "name": name,
+            "codes": list(codes),
+            "arch": cfg.arch,
+            "num_features": model.num_features,
+            "transform": asdict(tcfg),
+        },
+    )
+    return result
+
+
+def embed_rows(
+    frame: pd.DataFrame, text_runners: Sequence[TextRunner], image_runner: ImageRunner
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Frozen-backbone embeddings of catalog rows: one per text model, and the image features."""
+    texts = frame["text"].tolist()
+    text_embs = [runner.run(texts)[1] for runner in text_runners]
+    imgs = []
+    for path, has in zip(frame["image_path"], frame["has_image"], strict=True):
+        try:
+            imgs.append(images.load_file(path) if has else None)
+        except (OSError, images.ImageDecodeError):
+            imgs.append(None)
+    return text_embs, image_runner.run(imgs)[1]
+
+
+def train_fusion(
+    cfg: FusionModelConfig,
+    inputs: dict[str, Path],
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    codes: Sequence[int],
+    out: Path,
+    *,
+    device: torch.device,
+    seed: int,
+    log_metrics: MetricLogger | None = None,
+    name: str = "fusion",
+) -> FitResult:
+    """Train the fusion head on embeddings computed once by the frozen level-1 backbones.
+
+    ``inputs`` maps each level-1 name in ``cfg.text`` and ``cfg.image`` to its model folder; the
+    folders are copied under ``out/inputs`` so the fusion model is complete on its own.
+    """
+    seed_everything(seed)
+    text_runners = [TextRunner(inputs[n], device, cfg.train.eval_batch_size) for n in cfg.text]
+    image_runner = ImageRunner(inputs[cfg.image], device, cfg.train.eval_batch_size)
+
+    def dataset(frame: pd.DataFrame) -> TensorDictDataset:
+        text_embs, image_emb = embed_rows(frame, text_runners, image_runner)
+        ok = ~np.isnan(image_emb).any(axis=1)  # fusion learns from products with a photo
+        return TensorDictDataset(
+            {
+                "texts": list(zip(*[torch.from_numpy(t[ok]) for t in text_embs], strict=True)),
+                "image": torch.from_numpy(image_emb[ok]),
+                "labels": torch.from_numpy(frame["label"].to_numpy()[ok]),
+            }
+        )
+
+    log.info(
+        "%s: embedding %d train and %d valid products with the frozen backbones", name, len(train), len(valid)
+    )
+    train_data, valid_data = dataset(train), dataset(valid)
+    head = FusionHead(
+        [r.model.hidden_size for r in text_runners],
+        image_runner.model.num_features,
+        len(codes),
+        cfg.mode,
+        cfg.dim,
+        cfg.dropout,
+    )
+    t = cfg.train
+    result = fit(
+        head,
+        _loader(train_data, t, train=True, seed=seed, device=device),
+        _loader(valid_data, t, train=False, seed=seed, device=device),
+        t,
+        device=device,
+        log_metrics=log_metrics,
+        desc=name,
+    )
+    head.to("cpu")
+    for n, folder in inputs.items():
+        shutil.copytree(folder, out / "inputs" / n, dirs_exist_ok=True)
+    store.save_weights(
+        out,
+        head,
+        {
+            "kind": "fusion",
+            "name": name,
+            "codes": list(codes),
+            "text": list(cfg.text),
+            "image": cfg.image,
+            "mode": cfg.mode,
+            "dim": head.dim,
+            "dropout": cfg.dropout,
+            "text_dims": [r.model.hidden_size for r in text_runners],
+            "image_dim": image_runner.model.num_features,
+            # What the ensemble checks before sharing one backbone pass between a level-1 head and this one.
+            "input_weights_sha256": {n: store.read_meta(f)["weights_sha256"] for n, f in inputs.items()},
+        },
+    )
+    return result
