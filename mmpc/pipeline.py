@@ -180,7 +180,9 @@ def train_level1(
         out = tmp / "model"
 
         def log_metrics(values: dict[str, float], step: int) -> None:
-            mlflow.log_metrics(values, step=step)
+            # Curves are epoch_*; the unprefixed names hold the kept (best) model's figures, the same
+            # names for every kind so the MLflow UI compares them side by side.
+            mlflow.log_metrics({f"epoch_{k}": v for k, v in values.items()}, step=step)
 
         common = {"device": device, "seed": recipe.seed, "log_metrics": log_metrics, "name": name}
         if isinstance(cfg, TextModelConfig):

@@ -1,0 +1,212 @@
+"""The whole platform on a small generated catalog: Prefect ``retrain`` with a temporary MLflow store,
+then ``mlflow models serve`` on the champion, queried over real HTTP."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+
+from mmpc.demo_catalog import write_demo_catalog
+from mmpc.labels import RAKUTEN_CODES
+
+pytestmark = pytest.mark.slow
+
+LEVEL1 = ("flaubert", "camembert", "seresnext", "fusion")
+# Fewer epochs than the demo: this checks the plumbing, `make demo` shows the quality.
+FAST = {
+    "models.seresnext.train.epochs": 3,
+    "models.fusion.train.epochs": 6,
+    "stacking.num_boost_round": 100,
+}
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.retrain import retrain
+
+    root = tmp_path_factory.mktemp("e2e")
+    catalog = write_demo_catalog(root / "catalog", size=1000, seed=7)
+    workdir = root / "work"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        with prefect_test_harness():
+            result = retrain(catalog=str(catalog), recipe="demo", workdir=str(workdir), overrides=FAST)
+            from prefect.client.orchestration import get_client
+
+            with get_client(sync_client=True) as client:
+                artifacts = client.read_artifacts()
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return {"result": result, "workdir": workdir, "catalog": catalog, "uri": uri, "artifacts": artifacts}
+
+
+def test_every_level1_model_is_registered_with_its_run(pipeline_run):
+    client = MlflowClient()
+    result = pipeline_run["result"]
+    for name in LEVEL1:
+        mv = client.get_model_version_by_alias(f"mmpc-{name}", "candidate")
+        assert str(mv.version) == result["level1"][name]["version"]
+        run = client.get_run(mv.run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == result["parent_run_id"]
+        for metric in ("valid_macro_f1", "test_macro_f1", "epoch_train_loss", "epoch_valid_loss"):
+            assert metric in run.data.metrics, (name, metric)
+        # one value per epoch for the training curves
+        history = client.get_metric_history(run.info.run_id, "epoch_valid_macro_f1")
+        assert [m.step for m in history] == list(range(1, int(run.data.metrics["epochs_run"]) + 1))
+        assert run.data.params["seed"] == "0" and "mmpc.data_fingerprint" in run.data.tags
+        files = {a.path for a in client.list_artifacts(run.info.run_id, "data")}
+        assert {"data/split_manifest.csv", "data/fingerprint.json", "data/class_counts.csv"} <= files
+        evaluation = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+        assert "evaluation/test_confusion.png" in evaluation and "evaluation/test_report.txt" in evaluation
+    fusion = client.get_model_version_by_alias("mmpc-fusion", "candidate")
+    assert fusion.tags["mmpc.input.flaubert"] == result["level1"]["flaubert"]["version"]
+
+
+def test_level1_artifacts_hold_no_pickled_weights(pipeline_run, tmp_path):
+    client = MlflowClient()
+    mv = client.get_model_version_by_alias("mmpc-camembert", "candidate")
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/mmpc-camembert/{mv.version}", dst_path=str(tmp_path)))
+    names = {p.name for p in local.rglob("*") if p.is_file()}
+    assert "model.safetensors" in names and "meta.json" in names and "config.json" in names
+    assert not [n for n in names if n.endswith((".pkl", ".pickle", ".pt", ".bin", ".pth"))]
+
+
+def test_level1_pyfunc_returns_probabilities(pipeline_run):
+    model = mlflow.pyfunc.load_model("models:/mmpc-flaubert@candidate")
+    out = model.predict(__import__("pandas").DataFrame({"designation": ["Coussin velours bleu", "Console portable"]}))
+    assert list(out.columns) == [str(c) for c in RAKUTEN_CODES]
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_ensemble_is_published_with_members_and_champion(pipeline_run):
+    client = MlflowClient()
+    result = pipeline_run["result"]
+    champion = client.get_model_version_by_alias("mmpc-ensemble", "champion")
+    assert str(champion.version) == result["ensemble"]["version"]
+    for name in LEVEL1:
+        assert champion.tags[f"mmpc.member.{name}"] == result["level1"][name]["version"]
+    assert float(champion.tags["test_macro_f1"]) == pytest.approx(result["ensemble"]["scores"]["stack"], abs=1e-5)
+    stack_run = client.get_run(result["ensemble"]["run_id"])
+    table = mlflow.artifacts.load_text(f"runs:/{stack_run.info.run_id}/table1_test_macro_f1.md")
+    assert all(name in table for name in [*LEVEL1, "stack"])
+    parent = client.get_run(result["parent_run_id"])
+    assert parent.info.status == "FINISHED" and "stack_test_macro_f1" in parent.data.metrics
+
+
+def test_prefect_summary_artifact_holds_the_f1_table(pipeline_run):
+    summaries = [a for a in pipeline_run["artifacts"] if a.key == "retrain-summary"]
+    assert summaries, "the retrain flow leaves a markdown summary"
+    text = summaries[-1].data
+    assert "test macro-F1" in text and "**stack**" in text and "Decision" in text
+    assert all(f"mmpc-{name}" in text for name in LEVEL1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(pipeline_run):
+    """``mlflow models serve`` on models:/mmpc-ensemble@champion, as a user runs it."""
+    port = _free_port()
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": pipeline_run["uri"], "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
+    log = open(pipeline_run["workdir"] / "serve.log", "w")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        [os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", "models:/mmpc-ensemble@champion",
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow models serve exited: {(pipeline_run['workdir'] / 'serve.log').read_text()}")
+        try:
+            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.5)
+    else:
+        raise TimeoutError("mlflow models serve did not answer /ping within 120 s")
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+def _invoke(url: str, payload: dict) -> requests.Response:
+    return requests.post(f"{url}/invocations", json=payload, timeout=60)
+
+
+def _check_predictions(predictions: list[dict], k: int) -> None:
+    for row in predictions:
+        assert row["prdtypecode"] in RAKUTEN_CODES
+        assert 0.0 <= row["probability"] <= 1.0
+        assert len(row["top_codes"]) == len(row["top_probabilities"]) == k
+        assert row["top_codes"][0] == row["prdtypecode"]
+        assert row["top_probabilities"][0] == pytest.approx(row["probability"])
+        assert row["top_probabilities"] == sorted(row["top_probabilities"], reverse=True)
+        assert all(c in RAKUTEN_CODES for c in row["top_codes"]) and len(set(row["top_codes"])) == k
+        assert sum(row["top_probabilities"]) <= 1.0 + 1e-6
+
+
+def test_served_champion_answers_text_only(served):
+    resp = _invoke(served, {"dataframe_split": {
+        "columns": ["designation", "description"],
+        "data": [["Coussin décoratif velours 45x45", "<p>Housse &eacute;l&eacute;gante</p>"],
+                 ["Console de jeux portable", None]],
+    }})
+    assert resp.status_code == 200, resp.text
+    predictions = resp.json()["predictions"]
+    assert len(predictions) == 2
+    _check_predictions(predictions, k=3)
+    assert {p["image_status"] for p in predictions} == {"missing"}
+
+
+def test_served_champion_answers_text_and_image(served, pipeline_run):
+    image = sorted((pipeline_run["catalog"] / "images" / "image_train").glob("*.jpg"))[0]
+    b64 = base64.b64encode(image.read_bytes()).decode()
+    resp = _invoke(served, {
+        "dataframe_records": [
+            {"designation": "Lot de livres anciens", "description": "", "image": b64},
+            {"designation": "Lot de livres anciens", "image": ""},
+            {"designation": "Lot de livres anciens", "image": base64.b64encode(b"not an image").decode()},
+        ],
+        "params": {"top_k": 5},
+    })
+    assert resp.status_code == 200, resp.text
+    predictions = resp.json()["predictions"]
+    _check_predictions(predictions, k=5)
+    assert [p["image_status"] for p in predictions] == ["ok", "missing", "invalid"]
+
+
+def test_served_champion_refuses_a_request_without_designation(served):
+    resp = _invoke(served, {"dataframe_records": [{"description": "sans titre"}]})
+    assert resp.status_code == 400
+    assert "designation" in resp.json()["message"]
+    resp = _invoke(served, {"dataframe_records": [{"designation": "ok"}, {"designation": "   "}]})
+    assert resp.status_code == 400 and "row 1" in resp.json()["message"]
+    # and the server is still up for the next good request
+    assert _invoke(served, {"dataframe_records": [{"designation": "Piscine tubulaire"}]}).status_code == 200
