@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo-catalog", help="write the generated demo catalog (Rakuten layout)")
     p.add_argument("out")
-    p.add_argument("--size", type=int, default=2400)
+    p.add_argument("--size", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo_catalog)
 

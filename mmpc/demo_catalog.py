@@ -675,7 +675,7 @@ def _generate(folder: Path, size: int, seed: int, image_size: int) -> None:
     )
 
 
-def write_demo_catalog(out: str | Path, *, size: int = 2400, seed: int = 0, image_size: int = 96) -> Path:
+def write_demo_catalog(out: str | Path, *, size: int = 3000, seed: int = 0, image_size: int = 96) -> Path:
     """Write a generated catalog in the Rakuten challenge layout under ``out`` and return ``out``.
 
     Writes ``X_train_update.csv``, ``Y_train_CVw08PX.csv``, ``images/image_train/*.jpg`` and

@@ -81,7 +81,9 @@ def test_every_level1_model_is_registered_with_its_run(pipeline_run):
 def test_level1_artifacts_hold_no_pickled_weights(pipeline_run, tmp_path):
     client = MlflowClient()
     mv = client.get_model_version_by_alias("mmpc-camembert", "candidate")
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/mmpc-camembert/{mv.version}", dst_path=str(tmp_path)))
+    local = Path(
+        mlflow.artifacts.download_artifacts(f"models:/mmpc-camembert/{mv.version}", dst_path=str(tmp_path))
+    )
     names = {p.name for p in local.rglob("*") if p.is_file()}
     assert "model.safetensors" in names and "meta.json" in names and "config.json" in names
     assert not [n for n in names if n.endswith((".pkl", ".pickle", ".pt", ".bin", ".pth"))]
@@ -89,7 +91,9 @@ def test_level1_artifacts_hold_no_pickled_weights(pipeline_run, tmp_path):
 
 def test_level1_pyfunc_returns_probabilities(pipeline_run):
     model = mlflow.pyfunc.load_model("models:/mmpc-flaubert@candidate")
-    out = model.predict(__import__("pandas").DataFrame({"designation": ["Coussin velours bleu", "Console portable"]}))
+    out = model.predict(
+        __import__("pandas").DataFrame({"designation": ["Coussin velours bleu", "Console portable"]})
+    )
     assert list(out.columns) == [str(c) for c in RAKUTEN_CODES]
     np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-4)
 
@@ -101,7 +105,9 @@ def test_ensemble_is_published_with_members_and_champion(pipeline_run):
     assert str(champion.version) == result["ensemble"]["version"]
     for name in LEVEL1:
         assert champion.tags[f"mmpc.member.{name}"] == result["level1"][name]["version"]
-    assert float(champion.tags["test_macro_f1"]) == pytest.approx(result["ensemble"]["scores"]["stack"], abs=1e-5)
+    assert float(champion.tags["test_macro_f1"]) == pytest.approx(
+        result["ensemble"]["scores"]["stack"], abs=1e-5
+    )
     stack_run = client.get_run(result["ensemble"]["run_id"])
     table = mlflow.artifacts.load_text(f"runs:/{stack_run.info.run_id}/table1_test_macro_f1.md")
     assert all(name in table for name in [*LEVEL1, "stack"])
@@ -128,18 +134,40 @@ def served(pipeline_run):
     """``mlflow models serve`` on models:/mmpc-ensemble@champion, as a user runs it."""
     port = _free_port()
     bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": pipeline_run["uri"], "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": pipeline_run["uri"],
+        "PATH": bin_dir + os.pathsep + os.environ["PATH"],
+    }
     log = open(pipeline_run["workdir"] / "serve.log", "w")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(
-        [os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", "models:/mmpc-ensemble@champion",
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            os.path.join(bin_dir, "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            "models:/mmpc-ensemble@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"mlflow models serve exited: {(pipeline_run['workdir'] / 'serve.log').read_text()}")
+            raise RuntimeError(
+                f"mlflow models serve exited: {(pipeline_run['workdir'] / 'serve.log').read_text()}"
+            )
         try:
             if requests.get(f"{url}/ping", timeout=2).status_code == 200:
                 break
@@ -173,11 +201,18 @@ def _check_predictions(predictions: list[dict], k: int) -> None:
 
 
 def test_served_champion_answers_text_only(served):
-    resp = _invoke(served, {"dataframe_split": {
-        "columns": ["designation", "description"],
-        "data": [["Coussin décoratif velours 45x45", "<p>Housse &eacute;l&eacute;gante</p>"],
-                 ["Console de jeux portable", None]],
-    }})
+    resp = _invoke(
+        served,
+        {
+            "dataframe_split": {
+                "columns": ["designation", "description"],
+                "data": [
+                    ["Coussin décoratif velours 45x45", "<p>Housse &eacute;l&eacute;gante</p>"],
+                    ["Console de jeux portable", None],
+                ],
+            }
+        },
+    )
     assert resp.status_code == 200, resp.text
     predictions = resp.json()["predictions"]
     assert len(predictions) == 2
@@ -188,14 +223,17 @@ def test_served_champion_answers_text_only(served):
 def test_served_champion_answers_text_and_image(served, pipeline_run):
     image = sorted((pipeline_run["catalog"] / "images" / "image_train").glob("*.jpg"))[0]
     b64 = base64.b64encode(image.read_bytes()).decode()
-    resp = _invoke(served, {
-        "dataframe_records": [
-            {"designation": "Lot de livres anciens", "description": "", "image": b64},
-            {"designation": "Lot de livres anciens", "image": ""},
-            {"designation": "Lot de livres anciens", "image": base64.b64encode(b"not an image").decode()},
-        ],
-        "params": {"top_k": 5},
-    })
+    resp = _invoke(
+        served,
+        {
+            "dataframe_records": [
+                {"designation": "Lot de livres anciens", "description": "", "image": b64},
+                {"designation": "Lot de livres anciens", "image": ""},
+                {"designation": "Lot de livres anciens", "image": base64.b64encode(b"not an image").decode()},
+            ],
+            "params": {"top_k": 5},
+        },
+    )
     assert resp.status_code == 200, resp.text
     predictions = resp.json()["predictions"]
     _check_predictions(predictions, k=5)
