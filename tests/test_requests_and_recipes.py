@@ -126,5 +126,5 @@ def test_recipe_errors_name_their_path(override, message):
 
 
 def test_unknown_recipe_lists_the_known_ones():
-    with pytest.raises(RecipeError, match="known recipes: .*demo.*paper"):
+    with pytest.raises(RecipeError, match=r"known recipes: .*demo.*paper"):
         load_recipe("nope")

@@ -1,0 +1,47 @@
+"""The layering of DESIGN.md, and ruff: checked on every CI run."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TORCH_ONLY = ("mmpc/models", "mmpc/training")
+FORBIDDEN_BELOW = {"mlflow", "prefect", "lightgbm", "shap"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("folder", TORCH_ONLY)
+def test_models_and_training_import_no_tracking_or_orchestration(folder):
+    for path in (REPO / folder).rglob("*.py"):
+        bad = _imports(path) & FORBIDDEN_BELOW
+        assert not bad, f"{path.relative_to(REPO)} imports {bad}"
+
+
+def test_prefect_is_imported_only_in_flows():
+    for path in (REPO / "mmpc").rglob("*.py"):
+        assert "prefect" not in _imports(path), f"{path.relative_to(REPO)} imports prefect"
+
+
+def test_ruff_is_clean():
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed")
+    targets = [p for p in ("mmpc", "flows", "tests", "bench") if (REPO / p).exists()]
+    proc = subprocess.run([ruff, "check", *targets], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
