@@ -7,7 +7,10 @@ can run each of them in its own process or machine; ``flows/`` wraps them as Pre
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import logging
+import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +19,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -25,6 +29,7 @@ from mmpc.catalog import Catalog, read_catalog
 from mmpc.models.runners import Level1Predictor
 from mmpc.recipe import FusionModelConfig, ImageModelConfig, Recipe, TextModelConfig
 from mmpc.serving import ensemble_signature, level1_signature
+from mmpc.training import checkpoint
 from mmpc.training import level1 as train_l1
 from mmpc.training.engine import resolve_device, seed_everything
 from mmpc.training.metrics import macro_f1
@@ -150,6 +155,40 @@ def _download_level1(versions: dict[str, str], dst: Path) -> dict[str, Path]:
     return folders
 
 
+def checkpoint_folder(
+    workdir: Path, catalog: Catalog, recipe: Recipe, name: str, input_versions: dict[str, str] | None
+) -> Path:
+    """Where a training's checkpoints live: keyed by everything that defines the training, so the
+    same command finds them again and a changed recipe or catalog starts afresh."""
+    key = {
+        "model": recipe.to_dict()["models"][name],
+        "seed": recipe.seed,
+        "data": catalog.fingerprint(["train", "valid"]),
+        "inputs": input_versions or {},
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Path(workdir).resolve() / "checkpoints" / catalog.name / f"{name}-{digest}"
+
+
+def _resumable_run(folder: Path) -> tuple[str | None, ModelVersion | None]:
+    """The MLflow run of an interrupted training, and its registered version if it got that far."""
+    run_id = checkpoint.read_extra(folder).get("mlflow_run_id")
+    if not run_id:
+        return None, None
+    client = MlflowClient()
+    try:
+        client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return None, None
+    versions = client.search_model_versions(f"run_id = '{run_id}'")
+    return run_id, (versions[0] if versions else None)
+
+
+def _last_step(run_id: str, metric: str) -> int:
+    history = MlflowClient().get_metric_history(run_id, metric)
+    return max((m.step for m in history), default=0)
+
+
 def train_level1(
     catalog: Catalog,
     recipe: Recipe,
@@ -169,22 +208,47 @@ def train_level1(
     train, valid, test = catalog.split("train"), catalog.split("valid"), catalog.split("test")
     codes = list(catalog.labels.codes)
     tags = {**_run_tags(recipe, catalog, "level1"), "mmpc.model": name, "mmpc.kind": cfg.kind}
-    with (
-        mlflow.start_run(experiment_id=exp, run_name=name, parent_run_id=parent_run_id, tags=tags) as run,
-        tracking.scratch() as tmp,
-    ):
-        tracking.log_params(
-            {"model": name, "seed": recipe.seed, "recipe": recipe.name, **recipe.to_dict()["models"][name]}
-        )
+    ckpt = checkpoint_folder(workdir, catalog, recipe, name, input_versions)
+    resume_id, registered = _resumable_run(ckpt)
+    if registered is not None:  # killed after registering: that version is the result
+        log.info("%s: run %s already registered %s v%s", name, resume_id, registered.name, registered.version)
+        shutil.rmtree(ckpt, ignore_errors=True)
+        run = MlflowClient().get_run(resume_id)
+        return Level1Result(name, str(registered.version), resume_id, dict(run.data.metrics))
+    if resume_id:
+        log.info("%s: resuming MLflow run %s from %s", name, resume_id, ckpt)
+        run_ctx = mlflow.start_run(run_id=resume_id)
+    else:
+        run_ctx = mlflow.start_run(experiment_id=exp, run_name=name, parent_run_id=parent_run_id, tags=tags)
+    with run_ctx as run, tracking.scratch() as tmp:
+        if not resume_id:
+            tracking.log_params(
+                {
+                    "model": name,
+                    "seed": recipe.seed,
+                    "recipe": recipe.name,
+                    **recipe.to_dict()["models"][name],
+                }
+            )
         data_tags = tracking.log_catalog(catalog)
         out = tmp / "model"
+        logged_until = _last_step(run.info.run_id, "epoch_valid_macro_f1") if resume_id else 0
 
         def log_metrics(values: dict[str, float], step: int) -> None:
             # Curves are epoch_*; the unprefixed names hold the kept (best) model's figures, the same
-            # names for every kind so the MLflow UI compares them side by side.
-            mlflow.log_metrics({f"epoch_{k}": v for k, v in values.items()}, step=step)
+            # names for every kind so the MLflow UI compares them side by side. An epoch logged before
+            # an interruption is not logged twice.
+            if step > logged_until:
+                mlflow.log_metrics({f"epoch_{k}": v for k, v in values.items()}, step=step)
 
-        common = {"device": device, "seed": recipe.seed, "log_metrics": log_metrics, "name": name}
+        common = {
+            "device": device,
+            "seed": recipe.seed,
+            "log_metrics": log_metrics,
+            "name": name,
+            "checkpoint_dir": ckpt,
+            "checkpoint_extra": {"mlflow_run_id": run.info.run_id},
+        }
         if isinstance(cfg, TextModelConfig):
             result = train_l1.train_text(cfg, train, valid, codes, out, **common)
         elif isinstance(cfg, ImageModelConfig):
@@ -229,6 +293,7 @@ def train_level1(
                 **({f"mmpc.input.{n}": v for n, v in versions.items()} if cfg.kind == "fusion" else {}),
             },
         )
+        shutil.rmtree(ckpt, ignore_errors=True)
         log.info(
             "%s: valid macro-F1 %.4f, test macro-F1 %.4f -> %s v%s",
             name,

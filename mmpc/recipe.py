@@ -42,6 +42,8 @@ class TrainConfig:
     num_workers: int = 0
     amp: bool = True  # bf16 autocast on GPU; always fp32 on CPU
     length_bucketing: bool = True
+    compile: bool = False  # torch.compile the training model
+    checkpoint_every_steps: int = 0  # besides every epoch; 0: epoch ends only
 
 
 @dataclass

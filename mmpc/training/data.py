@@ -55,13 +55,16 @@ class LengthBucketSampler(Sampler[list[int]]):
     """Batches of similar lengths, in random order, so padding costs little.
 
     Indices are shuffled, cut into pools of ``batch_size * pool_batches``, each pool sorted by length
-    and cut into batches; the batch order is shuffled again. With ``num_replicas`` > 1 each rank takes
-    every num_replicas-th batch (the batch count is rounded down to a multiple, as DDP needs equal steps).
+    and cut into batches; the batch order is shuffled again. ``lengths=None`` (images, embeddings)
+    gives plain random batches. The order is a pure function of (seed, epoch), so a resumed training
+    skips exactly the batches it had done (``set_epoch(epoch, start_batch)``). With ``num_replicas``
+    > 1 each rank takes every num_replicas-th batch (the batch count is rounded down to a multiple,
+    as DDP needs equal steps on every rank).
     """
 
     def __init__(
         self,
-        lengths: np.ndarray,
+        lengths: np.ndarray | int,
         batch_size: int,
         *,
         shuffle: bool = True,
@@ -70,7 +73,9 @@ class LengthBucketSampler(Sampler[list[int]]):
         num_replicas: int = 1,
         rank: int = 0,
     ):
-        self.lengths = np.asarray(lengths)
+        # An int is a dataset size without lengths: no sorting, random batches.
+        self.lengths = np.zeros(lengths, dtype=np.int64) if isinstance(lengths, int) else np.asarray(lengths)
+        self.start_batch = 0
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -79,8 +84,9 @@ class LengthBucketSampler(Sampler[list[int]]):
         self.rank = rank
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch = epoch
+        self.start_batch = start_batch
 
     def _batches(self) -> list[np.ndarray]:
         n = len(self.lengths)
@@ -99,13 +105,17 @@ class LengthBucketSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        for batch in self._batches():
+        for batch in self._batches()[self.start_batch :]:
             yield batch.tolist()
 
-    def __len__(self) -> int:
+    def epoch_batches(self) -> int:
+        """Batches in a whole epoch (what ``len`` gives before any ``start_batch``)."""
         n = len(self.lengths)
         batches = sum(math.ceil(min(self.pool, n - s) / self.batch_size) for s in range(0, n, self.pool))
         return batches // self.num_replicas
+
+    def __len__(self) -> int:
+        return self.epoch_batches() - self.start_batch
 
 
 class ImageDataset(Dataset):

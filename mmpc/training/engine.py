@@ -8,13 +8,13 @@ MLflow: metrics go to the ``log`` callback.
 
 from __future__ import annotations
 
-import copy
 import logging
 import random
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +24,8 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from mmpc.recipe import TrainConfig
+from mmpc.training import checkpoint
+from mmpc.training.checkpoint import TrainState
 from mmpc.training.metrics import macro_f1
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,11 @@ def predict(
     return p, (torch.cat(labels).numpy() if labels else None)
 
 
+def _batch_sampler(batches: Iterable[dict]):
+    sampler = getattr(batches, "batch_sampler", None)
+    return sampler if hasattr(sampler, "set_epoch") else None
+
+
 def fit(
     model: nn.Module,
     train_batches: Iterable[dict],
@@ -126,11 +133,19 @@ def fit(
     device: torch.device,
     log_metrics: MetricLogger | None = None,
     desc: str = "train",
+    checkpoint_dir: Path | None = None,
+    checkpoint_extra: dict | None = None,
 ) -> FitResult:
-    """Train with early stopping on valid macro-F1; on return the model holds its best weights."""
+    """Train with early stopping on valid macro-F1; on return the model holds its best weights.
+
+    With ``checkpoint_dir``, a checkpoint is written at every epoch end (and every
+    ``cfg.checkpoint_every_steps`` optimiser steps); if one is there already, training continues
+    from it: same epoch, same batch position, same optimiser, schedule and RNG state.
+    """
     model.to(device)
-    steps_per_epoch = max(1, len(train_batches) // cfg.grad_accum)  # type: ignore[arg-type]
-    total = steps_per_epoch * cfg.epochs
+    sampler = _batch_sampler(train_batches)
+    batches_per_epoch = sampler.epoch_batches() if sampler else len(train_batches)  # type: ignore[arg-type]
+    total = max(1, batches_per_epoch // cfg.grad_accum) * cfg.epochs
     optimizer = make_optimizer(model, cfg)
     scheduler = get_scheduler(
         _SCHEDULES[cfg.schedule],
@@ -138,30 +153,44 @@ def fit(
         num_warmup_steps=int(cfg.warmup_ratio * total),
         num_training_steps=total,
     )
-    best_f1, best_epoch, best_state, stale = -1.0, 0, None, 0
-    history: list[dict[str, float]] = []
+    state, best_state = TrainState(extra=dict(checkpoint_extra or {})), None
+    if checkpoint.exists(checkpoint_dir):
+        state, best_state = checkpoint.load(checkpoint_dir, model, optimizer, scheduler)
+        state.extra.update(checkpoint_extra or {})
+        log.info("%s: resuming at epoch %d, batch %d", desc, state.epoch, state.batches_done)
+    step_model = torch.compile(model) if cfg.compile else model
+
+    def save_checkpoint() -> None:
+        if checkpoint_dir is not None:
+            checkpoint.save(checkpoint_dir, state, model, optimizer, scheduler, best_state)
+
     started = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        sampler = getattr(train_batches, "batch_sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        model.train()
+    while state.epoch <= cfg.epochs and state.stale < cfg.patience:
+        epoch = state.epoch
+        if sampler:
+            sampler.set_epoch(epoch, state.batches_done)
+        elif state.batches_done:  # no resumable sampler: redo the epoch from its start
+            state.batches_done = 0
+        step_model.train()
         running, seen = 0.0, 0
         bar = tqdm(train_batches, desc=f"{desc} epoch {epoch}/{cfg.epochs}", leave=False, mininterval=1.0)
         optimizer.zero_grad(set_to_none=True)
-        for step, batch in enumerate(bar, start=1):
+        for batch in bar:
             batch = to_device(batch, device)
             labels = batch.pop("labels")
             with autocast(device, cfg.amp):
-                logits = model(**batch)
+                logits = step_model(**batch)
             loss = F.cross_entropy(logits.float(), labels)
             (loss / cfg.grad_accum).backward()
-            if step % cfg.grad_accum == 0 or step == len(bar):
+            state.batches_done += 1
+            if state.batches_done % cfg.grad_accum == 0 or state.batches_done == batches_per_epoch:
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                if cfg.checkpoint_every_steps and scheduler.last_epoch % cfg.checkpoint_every_steps == 0:
+                    save_checkpoint()
             running += loss.item() * len(labels)
             seen += len(labels)
             bar.set_postfix(loss=f"{running / seen:.4f}", refresh=False)
@@ -171,16 +200,17 @@ def fit(
             F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-12)), torch.from_numpy(y))
         )
         metrics = {
+            # a resumed epoch reports the loss of the batches it trained after resuming
             "train_loss": running / max(seen, 1),
             "valid_loss": valid_loss,
             "valid_macro_f1": valid_f1,
             "valid_accuracy": float((probs.argmax(1) == y).mean()),
             "lr": scheduler.get_last_lr()[0],
         }
-        history.append(metrics)
+        state.history.append(metrics)
         if log_metrics:
             log_metrics(metrics, epoch)
-        improved = valid_f1 > best_f1
+        improved = valid_f1 > state.best_f1
         log.info(
             "%s epoch %d/%d: train_loss %.4f valid_loss %.4f valid_macro_f1 %.4f%s (%.0fs)",
             desc,
@@ -193,17 +223,16 @@ def fit(
             time.perf_counter() - started,
         )
         if improved:
-            best_f1, best_epoch, stale = valid_f1, epoch, 0
+            state.best_f1, state.best_epoch, state.stale = valid_f1, epoch, 0
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
-            stale += 1
-            if stale >= cfg.patience:
+            state.stale += 1
+            if state.stale >= cfg.patience:
                 log.info("%s: early stop, no better valid macro-F1 for %d epochs", desc, cfg.patience)
-                break
+        state.epoch, state.batches_done = epoch + 1, 0
+        save_checkpoint()
     if best_state is not None:
         model.load_state_dict(best_state)
-    return FitResult(best_epoch, best_f1, len(history), history, time.perf_counter() - started)
-
-
-def clone_module(module: nn.Module) -> nn.Module:
-    return copy.deepcopy(module)
+    return FitResult(
+        state.best_epoch, state.best_f1, len(state.history), state.history, time.perf_counter() - started
+    )

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from mmpc import images
 from mmpc.models import store
@@ -47,20 +47,21 @@ def _loader(
     batch_sampler=None,
     collate_fn=None,
 ) -> DataLoader:
-    common = {
-        "num_workers": cfg.num_workers,
-        "persistent_workers": cfg.num_workers > 0,
-        "pin_memory": device.type == "cuda",
-        "collate_fn": collate_fn,
-    }
-    if batch_sampler is not None:
-        return DataLoader(dataset, batch_sampler=batch_sampler, **common)
+    """Training batches come from a seeded, resumable batch sampler; evaluation keeps row order."""
+    if train and batch_sampler is None:
+        batch_sampler = LengthBucketSampler(len(dataset), cfg.batch_size, seed=seed)
+    if batch_sampler is None:
+        batch_sampler = BatchSampler(SequentialSampler(dataset), cfg.eval_batch_size, drop_last=False)
     return DataLoader(
         dataset,
-        batch_size=cfg.batch_size if train else cfg.eval_batch_size,
-        shuffle=train,
+        batch_sampler=batch_sampler,
+        collate_fn=collate_fn,
+        num_workers=cfg.num_workers,
+        persistent_workers=cfg.num_workers > 0,
+        pin_memory=device.type == "cuda",
+        # The loader's own generator: its per-epoch seed draw must not move the global RNG that
+        # dropout uses, or a resumed training would diverge from an uninterrupted one.
         generator=torch.Generator().manual_seed(seed),
-        **common,
     )
 
 
@@ -75,6 +76,8 @@ def train_text(
     seed: int,
     log_metrics: MetricLogger | None = None,
     name: str = "text",
+    checkpoint_dir: Path | None = None,
+    checkpoint_extra: dict | None = None,
 ) -> FitResult:
     seed_everything(seed)
     if cfg.tokenizer.pretrained:
@@ -95,14 +98,8 @@ def train_text(
     train_data, valid_data = encode(train), encode(valid)
     collate = TextCollator(tokenizer.pad_token_id)
     t = cfg.train
-    if t.length_bucketing:
-        train_sampler = LengthBucketSampler(train_data.lengths, t.batch_size, seed=seed)
-    else:
-        train_sampler = torch.utils.data.BatchSampler(
-            torch.utils.data.RandomSampler(train_data, generator=torch.Generator().manual_seed(seed)),
-            t.batch_size,
-            drop_last=False,
-        )
+    lengths = train_data.lengths if t.length_bucketing else len(train_data)
+    train_sampler = LengthBucketSampler(lengths, t.batch_size, seed=seed)
     valid_sampler = LengthBucketSampler(
         valid_data.lengths, t.eval_batch_size, shuffle=False, pool_batches=10**6
     )
@@ -112,7 +109,17 @@ def train_text(
     valid_loader = _loader(
         valid_data, t, train=False, seed=seed, device=device, batch_sampler=valid_sampler, collate_fn=collate
     )
-    result = fit(model, train_loader, valid_loader, t, device=device, log_metrics=log_metrics, desc=name)
+    result = fit(
+        model,
+        train_loader,
+        valid_loader,
+        t,
+        device=device,
+        log_metrics=log_metrics,
+        desc=name,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_extra=checkpoint_extra,
+    )
     model.to("cpu")
     tokenizer.save_pretrained(out / "tokenizer")
     model.backbone.config.save_pretrained(out / "backbone")
@@ -154,6 +161,8 @@ def train_image(
     seed: int,
     log_metrics: MetricLogger | None = None,
     name: str = "image",
+    checkpoint_dir: Path | None = None,
+    checkpoint_extra: dict | None = None,
 ) -> FitResult:
     seed_everything(seed)
     # Products without a photo teach an image model nothing.
@@ -173,7 +182,17 @@ def train_image(
     )
     train_loader = _loader(train_data, t, train=True, seed=seed, device=device)
     valid_loader = _loader(valid_data, t, train=False, seed=seed, device=device)
-    result = fit(model, train_loader, valid_loader, t, device=device, log_metrics=log_metrics, desc=name)
+    result = fit(
+        model,
+        train_loader,
+        valid_loader,
+        t,
+        device=device,
+        log_metrics=log_metrics,
+        desc=name,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_extra=checkpoint_extra,
+    )
     model.to("cpu")
     store.save_weights(
         out,
@@ -217,6 +236,8 @@ def train_fusion(
     seed: int,
     log_metrics: MetricLogger | None = None,
     name: str = "fusion",
+    checkpoint_dir: Path | None = None,
+    checkpoint_extra: dict | None = None,
 ) -> FitResult:
     """Train the fusion head on embeddings computed once by the frozen level-1 backbones.
 
@@ -259,6 +280,8 @@ def train_fusion(
         device=device,
         log_metrics=log_metrics,
         desc=name,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_extra=checkpoint_extra,
     )
     head.to("cpu")
     for n, folder in inputs.items():

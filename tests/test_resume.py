@@ -1,0 +1,180 @@
+"""Resumable training: a level-1 training killed at any point continues, with the same command, in the
+same MLflow run, with no duplicated metric steps and one registered version."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from mmpc.demo_catalog import write_demo_catalog
+from mmpc.recipe import TrainConfig
+from mmpc.training import checkpoint
+from mmpc.training.data import LengthBucketSampler, TensorDictDataset
+from mmpc.training.engine import fit
+
+
+def test_sampler_resumes_at_the_same_batch():
+    lengths = np.random.default_rng(0).integers(1, 100, 500)
+    full = LengthBucketSampler(lengths, 16, seed=4)
+    full.set_epoch(3)
+    batches = list(full)
+    resumed = LengthBucketSampler(lengths, 16, seed=4)
+    resumed.set_epoch(3, start_batch=7)
+    assert list(resumed) == batches[7:] and len(resumed) == len(batches) - 7
+    other = LengthBucketSampler(lengths, 16, seed=4)
+    other.set_epoch(4)
+    assert list(other) != batches  # a new order every epoch
+
+
+def _toy_problem(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(400, 8, generator=g)
+    y = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
+    return TensorDictDataset({"x": x, "labels": y})
+
+
+class _Toy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(16, 4)
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _loaders(data):
+    from torch.utils.data import DataLoader
+
+    sampler = LengthBucketSampler(len(data), 32, seed=1)
+    return (
+        DataLoader(data, batch_sampler=sampler, generator=torch.Generator().manual_seed(1)),
+        DataLoader(data, batch_size=128, generator=torch.Generator().manual_seed(1)),
+    )
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_fit_resumed_from_a_mid_epoch_checkpoint_matches_an_uninterrupted_fit(tmp_path):
+    cfg = TrainConfig(epochs=4, lr=1e-2, patience=10, checkpoint_every_steps=5, batch_size=32)
+    data = _toy_problem()
+    torch.manual_seed(0)
+    reference = _Toy()
+    train, valid = _loaders(data)
+    ref_result = fit(reference, train, valid, cfg, device=torch.device("cpu"))
+
+    torch.manual_seed(0)
+    model = _Toy()
+    train, valid = _loaders(data)
+    logged: list[int] = []
+
+    def stop_in_epoch_two(metrics, step):
+        logged.append(step)
+
+    # Interrupt: run 1 epoch + part of the second by cutting the epochs, then resume with the full config.
+    calls = {"n": 0}
+    original = checkpoint.save
+
+    def save_then_maybe_stop(*args, **kwargs):
+        original(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 4:  # after the epoch-1 checkpoint and two mid-epoch ones
+            raise _Stop
+
+    ckpt = tmp_path / "ckpt"
+    checkpoint.save = save_then_maybe_stop
+    try:
+        with pytest.raises(_Stop):
+            fit(
+                model,
+                train,
+                valid,
+                cfg,
+                device=torch.device("cpu"),
+                checkpoint_dir=ckpt,
+                log_metrics=stop_in_epoch_two,
+            )
+    finally:
+        checkpoint.save = original
+    assert checkpoint.exists(ckpt)
+    torch.manual_seed(123)  # a fresh process would start from other RNG states: the checkpoint restores them
+    resumed_model = _Toy()
+    train, valid = _loaders(data)
+    result = fit(
+        resumed_model,
+        train,
+        valid,
+        cfg,
+        device=torch.device("cpu"),
+        checkpoint_dir=ckpt,
+        log_metrics=stop_in_epoch_two,
+    )
+    assert logged == [1, 2, 3, 4]  # every epoch logged once
+    assert result.epochs_run == ref_result.epochs_run
+    for a, b in zip(reference.state_dict().values(), resumed_model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_in_the_same_run(tmp_path):
+    catalog = write_demo_catalog(tmp_path / "catalog", size=600, seed=5)
+    workdir = tmp_path / "work"
+    cmd = [
+        sys.executable,
+        "-m",
+        "mmpc.cli",
+        "train",
+        "flaubert",
+        "--catalog",
+        str(catalog),
+        "--workdir",
+        str(workdir),
+        "--set",
+        "models.flaubert.train.epochs=4",
+        "--set",
+        "models.flaubert.train.batch_size=8",
+        "--set",
+        "models.flaubert.train.checkpoint_every_steps=4",
+        "--set",
+        "models.flaubert.train.patience=10",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    ckpts = workdir / "checkpoints" / "catalog"
+    deadline = time.monotonic() + 240
+    # Kill once the second epoch is under way (a mid-epoch checkpoint after the first epoch's).
+    while time.monotonic() < deadline and proc.poll() is None:
+        states = list(ckpts.glob("flaubert-*/state.json"))
+        if states and '"epoch": 2, "batches_done": 8' in states[0].read_text():
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming" in done.stderr
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("mmpc/catalog").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    history = client.get_metric_history(runs[0].info.run_id, "epoch_valid_macro_f1")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]
+    versions = client.search_model_versions("name = 'mmpc-flaubert'")
+    assert len(versions) == 1 and versions[0].run_id == runs[0].info.run_id
+    assert not list(ckpts.glob("flaubert-*"))  # checkpoints go once the model is registered
