@@ -63,12 +63,19 @@ def cmd_check(args) -> int:
 
 def cmd_train(args) -> int:
     from mmpc import pipeline, tracking
+    from mmpc.training import distributed
 
+    distributed.init_from_env()  # under torchrun: one process per GPU (or CPU gloo processes)
     recipe = _recipe(args)
     catalog = pipeline.open_catalog(args.catalog, recipe)
     tracking.configure(args.workdir)
     inputs = {n: str(tracking.resolve(n, ref).version) for n, ref in _versions(args.inputs).items()}
-    result = pipeline.train_level1(catalog, recipe, args.model, Path(args.workdir), input_versions=inputs)
+    try:
+        result = pipeline.train_level1(catalog, recipe, args.model, Path(args.workdir), input_versions=inputs)
+    finally:
+        distributed.shutdown()
+    if result is None:  # a non-zero rank: rank 0 reports
+        return 0
     print(
         json.dumps(
             {"model": result.name, "version": result.version, "run_id": result.run_id, **result.metrics},

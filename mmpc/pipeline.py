@@ -29,9 +29,9 @@ from mmpc.catalog import Catalog, read_catalog
 from mmpc.models.runners import Level1Predictor
 from mmpc.recipe import FusionModelConfig, ImageModelConfig, Recipe, TextModelConfig
 from mmpc.serving import ensemble_signature, level1_signature
-from mmpc.training import checkpoint
+from mmpc.training import checkpoint, distributed
 from mmpc.training import level1 as train_l1
-from mmpc.training.engine import resolve_device, seed_everything
+from mmpc.training.engine import FitResult, resolve_device, seed_everything
 from mmpc.training.metrics import macro_f1
 
 log = logging.getLogger(__name__)
@@ -189,6 +189,33 @@ def _last_step(run_id: str, metric: str) -> int:
     return max((m.step for m in history), default=0)
 
 
+def _fit(
+    cfg,
+    name: str,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    codes: list[int],
+    tmp: Path,
+    input_versions: dict[str, str] | None,
+    common: dict,
+) -> tuple[FitResult, dict[str, str]]:
+    """Train one kind into ``tmp/model``; returns the fit and, for fusion, the input versions used."""
+    out = tmp / "model"
+    if isinstance(cfg, TextModelConfig):
+        return train_l1.train_text(cfg, train, valid, codes, out, **common), {}
+    if isinstance(cfg, ImageModelConfig):
+        return train_l1.train_image(cfg, train, valid, codes, out, **common), {}
+    if isinstance(cfg, FusionModelConfig):
+        needed = [*cfg.text, cfg.image]
+        missing = [n for n in needed if n not in (input_versions or {})]
+        if missing:
+            raise ValueError(f"fusion model {name!r} needs registered versions of {missing}")
+        versions = {n: str(input_versions[n]) for n in needed}
+        inputs = _download_level1(versions, tmp / "inputs")
+        return train_l1.train_fusion(cfg, inputs, train, valid, codes, out, **common), versions
+    raise ValueError(f"unknown model kind {cfg.kind!r}")  # pragma: no cover - the parser admits no other
+
+
 def train_level1(
     catalog: Catalog,
     recipe: Recipe,
@@ -197,19 +224,32 @@ def train_level1(
     *,
     parent_run_id: str | None = None,
     input_versions: dict[str, str] | None = None,
-) -> Level1Result:
+) -> Level1Result | None:
     """Train one level-1 model on ``train`` (early stopping on ``valid``), evaluate it on ``valid`` and
-    ``test``, log it as a pyfunc and register it as ``mmpc-<name>`` (alias ``candidate``)."""
+    ``test``, log it as a pyfunc and register it as ``mmpc-<name>`` (alias ``candidate``).
+
+    Under torchrun every rank trains; rank 0 alone logs, evaluates and registers (other ranks return
+    None).
+    """
     tracking.configure(workdir)
     cfg = recipe.model(name)
     seed_everything(recipe.seed)
-    device = resolve_device(recipe.device)
-    exp = tracking.experiment_id(catalog.name, workdir)
+    device = distributed.device_for_rank(resolve_device(recipe.device))
+    # Rank 0 creates the store and experiment before other ranks read it (SQLite cannot be
+    # initialised by two processes at once).
+    exp = tracking.experiment_id(catalog.name, workdir) if distributed.is_main() else None
+    distributed.barrier()
     train, valid, test = catalog.split("train"), catalog.split("valid"), catalog.split("test")
     codes = list(catalog.labels.codes)
     tags = {**_run_tags(recipe, catalog, "level1"), "mmpc.model": name, "mmpc.kind": cfg.kind}
     ckpt = checkpoint_folder(workdir, catalog, recipe, name, input_versions)
     resume_id, registered = _resumable_run(ckpt)
+    if not distributed.is_main():
+        if registered is None:
+            with tracking.scratch() as tmp:
+                common = {"device": device, "seed": recipe.seed, "name": name, "checkpoint_dir": ckpt}
+                _fit(cfg, name, train, valid, codes, tmp, input_versions, common)
+        return None
     if registered is not None:  # killed after registering: that version is the result
         log.info("%s: run %s already registered %s v%s", name, resume_id, registered.name, registered.version)
         shutil.rmtree(ckpt, ignore_errors=True)
@@ -231,7 +271,7 @@ def train_level1(
                 }
             )
         data_tags = tracking.log_catalog(catalog)
-        out = tmp / "model"
+        out = tmp / "model"  # where _fit saves the trained folder
         logged_until = _last_step(run.info.run_id, "epoch_valid_macro_f1") if resume_id else 0
 
         def log_metrics(values: dict[str, float], step: int) -> None:
@@ -249,21 +289,9 @@ def train_level1(
             "checkpoint_dir": ckpt,
             "checkpoint_extra": {"mlflow_run_id": run.info.run_id},
         }
-        if isinstance(cfg, TextModelConfig):
-            result = train_l1.train_text(cfg, train, valid, codes, out, **common)
-        elif isinstance(cfg, ImageModelConfig):
-            result = train_l1.train_image(cfg, train, valid, codes, out, **common)
-        elif isinstance(cfg, FusionModelConfig):
-            needed = [*cfg.text, cfg.image]
-            missing = [n for n in needed if n not in (input_versions or {})]
-            if missing:
-                raise ValueError(f"fusion model {name!r} needs registered versions of {missing}")
-            versions = {n: str(input_versions[n]) for n in needed}
+        result, versions = _fit(cfg, name, train, valid, codes, tmp, input_versions, common)
+        if versions:
             mlflow.set_tags({f"mmpc.input.{n}": v for n, v in versions.items()})
-            inputs = _download_level1(versions, tmp / "inputs")
-            result = train_l1.train_fusion(cfg, inputs, train, valid, codes, out, **common)
-        else:  # pragma: no cover - the recipe parser admits only the kinds above
-            raise ValueError(f"unknown model kind {cfg.kind!r}")
         mlflow.log_metrics(
             {
                 "best_epoch": result.best_epoch,

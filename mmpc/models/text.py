@@ -108,7 +108,7 @@ def build_backbone(
     trained for it, so padding is masked and positions are counted the same way.
     """
     if pretrained:
-        return AutoModel.from_pretrained(pretrained)
+        return _without_pooler(AutoModel.from_pretrained(pretrained))
     if not backbone_type:
         raise ValueError("a text model needs `pretrained` (a model name or folder) or `backbone_type`")
     config = AutoConfig.for_model(backbone_type, **backbone_config)
@@ -118,9 +118,17 @@ def build_backbone(
         for attr in _SPECIAL_ATTRS[key]:
             if hasattr(config, attr):
                 setattr(config, attr, token_id)
-    return AutoModel.from_config(config)
+    return _without_pooler(AutoModel.from_config(config))
+
+
+def _without_pooler(backbone: PreTrainedModel) -> PreTrainedModel:
+    """The heads read the token states, never BERT's pooler: drop it so it holds no unused weights
+    (DistributedDataParallel refuses parameters that get no gradient)."""
+    if getattr(backbone, "pooler", None) is not None:
+        backbone.pooler = None
+    return backbone
 
 
 def load_backbone(folder: Path) -> PreTrainedModel:
     """The backbone's architecture from its saved config.json; weights are loaded separately."""
-    return AutoModel.from_config(AutoConfig.from_pretrained(folder))
+    return _without_pooler(AutoModel.from_config(AutoConfig.from_pretrained(folder)))

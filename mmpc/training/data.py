@@ -57,9 +57,11 @@ class LengthBucketSampler(Sampler[list[int]]):
     Indices are shuffled, cut into pools of ``batch_size * pool_batches``, each pool sorted by length
     and cut into batches; the batch order is shuffled again. ``lengths=None`` (images, embeddings)
     gives plain random batches. The order is a pure function of (seed, epoch), so a resumed training
-    skips exactly the batches it had done (``set_epoch(epoch, start_batch)``). With ``num_replicas``
-    > 1 each rank takes every num_replicas-th batch (the batch count is rounded down to a multiple,
-    as DDP needs equal steps on every rank).
+    skips exactly the batches it had done (``set_epoch(epoch, start_batch)``).
+
+    With ``num_replicas`` > 1 (DDP), ``batch_size`` is the global batch: every rank draws the same
+    global batches and takes its own slice ``[rank::num_replicas]`` of each, so the averaged gradient
+    is the single-process gradient of that batch and the loss curve matches one process's.
     """
 
     def __init__(
@@ -100,8 +102,8 @@ class LengthBucketSampler(Sampler[list[int]]):
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         if self.num_replicas > 1:
-            usable = (len(batches) // self.num_replicas) * self.num_replicas
-            batches = batches[self.rank : usable : self.num_replicas]
+            # Every rank must take a step for every batch: drop a tail batch too small to share.
+            batches = [b[self.rank :: self.num_replicas] for b in batches if len(b) >= self.num_replicas]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -111,8 +113,11 @@ class LengthBucketSampler(Sampler[list[int]]):
     def epoch_batches(self) -> int:
         """Batches in a whole epoch (what ``len`` gives before any ``start_batch``)."""
         n = len(self.lengths)
-        batches = sum(math.ceil(min(self.pool, n - s) / self.batch_size) for s in range(0, n, self.pool))
-        return batches // self.num_replicas
+        sizes = [min(self.pool, n - s) for s in range(0, n, self.pool)]
+        batches = sum(math.ceil(size / self.batch_size) for size in sizes)
+        if self.num_replicas > 1:
+            batches -= sum(0 < size % self.batch_size < self.num_replicas for size in sizes)
+        return batches
 
     def __len__(self) -> int:
         return self.epoch_batches() - self.start_batch

@@ -20,11 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from mmpc.recipe import TrainConfig
-from mmpc.training import checkpoint
+from mmpc.training import checkpoint, distributed
 from mmpc.training.checkpoint import TrainState
 from mmpc.training.metrics import macro_f1
 
@@ -158,10 +159,16 @@ def fit(
         state, best_state = checkpoint.load(checkpoint_dir, model, optimizer, scheduler)
         state.extra.update(checkpoint_extra or {})
         log.info("%s: resuming at epoch %d, batch %d", desc, state.epoch, state.batches_done)
-    step_model = torch.compile(model) if cfg.compile else model
+    step_model: nn.Module = model
+    if distributed.world_size() > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        step_model = DistributedDataParallel(model, device_ids=ids)
+    if cfg.compile:
+        step_model = torch.compile(step_model)
+    main = distributed.is_main()
 
     def save_checkpoint() -> None:
-        if checkpoint_dir is not None:
+        if checkpoint_dir is not None and main:
             checkpoint.save(checkpoint_dir, state, model, optimizer, scheduler, best_state)
 
     started = time.perf_counter()
@@ -194,6 +201,10 @@ def fit(
             running += loss.item() * len(labels)
             seen += len(labels)
             bar.set_postfix(loss=f"{running / seen:.4f}", refresh=False)
+        if distributed.world_size() > 1:  # the epoch's loss over all ranks' samples, not rank 0's share
+            totals = torch.tensor([running, float(seen)], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(totals)
+            running, seen = totals[0].item(), int(totals[1].item())
         probs, y = predict(model, valid_batches, device, cfg.amp)
         valid_f1 = macro_f1(y, probs.argmax(1))
         valid_loss = float(
@@ -208,7 +219,7 @@ def fit(
             "lr": scheduler.get_last_lr()[0],
         }
         state.history.append(metrics)
-        if log_metrics:
+        if log_metrics and main:
             log_metrics(metrics, epoch)
         improved = valid_f1 > state.best_f1
         log.info(

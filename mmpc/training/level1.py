@@ -25,6 +25,7 @@ from mmpc.models.runners import ImageRunner, TextRunner
 from mmpc.models.text import TextClassifier, build_backbone
 from mmpc.models.tokenizer import load_tokenizer, special_token_ids, train_wordpiece
 from mmpc.recipe import FusionModelConfig, ImageModelConfig, TextModelConfig, TrainConfig
+from mmpc.training import distributed
 from mmpc.training.data import (
     ImageDataset,
     LengthBucketSampler,
@@ -35,6 +36,13 @@ from mmpc.training.data import (
 from mmpc.training.engine import FitResult, MetricLogger, fit, seed_everything
 
 log = logging.getLogger(__name__)
+
+
+def _train_sampler(lengths, batch_size: int, seed: int) -> LengthBucketSampler:
+    """Seeded, resumable, and under torchrun each rank's slice of the same global batches."""
+    return LengthBucketSampler(
+        lengths, batch_size, seed=seed, num_replicas=distributed.world_size(), rank=distributed.rank()
+    )
 
 
 def _loader(
@@ -49,7 +57,7 @@ def _loader(
 ) -> DataLoader:
     """Training batches come from a seeded, resumable batch sampler; evaluation keeps row order."""
     if train and batch_sampler is None:
-        batch_sampler = LengthBucketSampler(len(dataset), cfg.batch_size, seed=seed)
+        batch_sampler = _train_sampler(len(dataset), cfg.batch_size, seed)
     if batch_sampler is None:
         batch_sampler = BatchSampler(SequentialSampler(dataset), cfg.eval_batch_size, drop_last=False)
     return DataLoader(
@@ -99,7 +107,7 @@ def train_text(
     collate = TextCollator(tokenizer.pad_token_id)
     t = cfg.train
     lengths = train_data.lengths if t.length_bucketing else len(train_data)
-    train_sampler = LengthBucketSampler(lengths, t.batch_size, seed=seed)
+    train_sampler = _train_sampler(lengths, t.batch_size, seed)
     valid_sampler = LengthBucketSampler(
         valid_data.lengths, t.eval_batch_size, shuffle=False, pool_batches=10**6
     )
