@@ -103,6 +103,7 @@ class EnsemblePredictor:
             elif kinds[name] not in ("text", "image"):
                 self.separate[name] = Level1Predictor(path, device, batch)
         self.booster = stacking.load(folder)
+        self._explainer: stacking.Explainer | None = None  # built on the first request that asks
 
     def _shares_backbones(self, fusion_folder: Path) -> bool:
         meta = store.read_meta(fusion_folder)
@@ -128,19 +129,34 @@ class EnsemblePredictor:
             probs[name] = predictor.predict_proba(texts, imgs)
         return probs
 
+    def features(self, texts: Sequence[str], imgs: Sequence) -> pd.DataFrame:
+        return stacking.features(self.level1_probabilities(texts, imgs), self.members, self.codes)
+
     def predict_proba(self, texts: Sequence[str], imgs: Sequence) -> np.ndarray:
         if not texts:
             return np.zeros((0, len(self.codes)))
-        X = stacking.features(self.level1_probabilities(texts, imgs), self.members, self.codes)
-        return self.booster.predict(X)
+        return self.booster.predict(self.features(texts, imgs))
 
-    def predict(self, request: ParsedRequest, top_k: int | None = None) -> pd.DataFrame:
+    def explain(self, X: pd.DataFrame, classes: np.ndarray) -> list[dict[str, float]]:
+        """Per-model SHAP contributions to each row's predicted class."""
+        if self._explainer is None:
+            self._explainer = stacking.Explainer(self.booster, self.members, self.codes)
+        contributions, _ = self._explainer.explain(X, classes)
+        return contributions.round(6).to_dict(orient="records")
+
+    def predict(
+        self, request: ParsedRequest, top_k: int | None = None, explain: bool = False
+    ) -> pd.DataFrame:
         k = max(1, min(int(top_k or self.top_k), len(self.codes)))
-        probs = self.predict_proba(request.texts, request.images)
+        if request.texts:
+            X = self.features(request.texts, request.images)
+            probs = self.booster.predict(X)
+        else:
+            X, probs = None, np.zeros((0, len(self.codes)))
         order = np.argsort(-probs, axis=1)[:, :k]
         codes = np.asarray(self.codes)
         top_p = np.take_along_axis(probs, order, axis=1)
-        return pd.DataFrame(
+        out = pd.DataFrame(
             {
                 "prdtypecode": codes[order[:, 0]].astype(np.int64) if len(order) else np.zeros(0, np.int64),
                 "probability": top_p[:, 0] if len(order) else np.zeros(0),
@@ -149,3 +165,6 @@ class EnsemblePredictor:
                 "image_status": request.image_status,
             }
         )
+        if explain:
+            out["contributions"] = self.explain(X, order[:, 0]) if X is not None else []
+        return out

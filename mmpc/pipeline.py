@@ -359,6 +359,30 @@ def _champion_score(
     )
 
 
+def _log_explanations(
+    booster,
+    X: pd.DataFrame,
+    members: list[str],
+    codes: list[int],
+    probs: dict[str, np.ndarray],
+    y: np.ndarray,
+    stacked: np.ndarray,
+    tmp: Path,
+) -> None:
+    """SHAP per level-1 model on the test split: Figure 2 (PNG) and Table 2 (CSV) of the paper."""
+    contributions, _ = stacking.Explainer(booster, members, codes).explain(X)
+    folder = tmp / "explanations"
+    folder.mkdir()
+    stacking.contributions_png(contributions, folder / "shap_contributions.png")
+    table2 = stacking.only_one_right(probs, y, stacked, contributions)
+    table2.to_csv(folder / "table2_only_one_model_right.csv", index=False)
+    contributions.describe().to_csv(folder / "shap_contributions_summary.csv")
+    mlflow.log_artifacts(str(folder), artifact_path="explanations")
+    mlflow.log_metrics({f"shap_mean_abs.{m}": float(contributions[m].abs().mean()) for m in members})
+    if len(table2):
+        mlflow.log_metric("only_one_right_stack_recovered", float(table2["stack_right"].mean()))
+
+
 def stack_and_publish(
     catalog: Catalog,
     recipe: Recipe,
@@ -418,6 +442,9 @@ def stack_and_publish(
         mlflow.log_metrics({f"test_macro_f1.{n}": v for n, v in scores.items()})
         table = stacking.table(scores)
         mlflow.log_text(table + "\n", "table1_test_macro_f1.md")
+        _log_explanations(
+            fitted.booster, X_test, members, codes, probs["test"], y_test, test_probs.argmax(1), tmp
+        )
         log.info("test macro-F1 (%d products):\n%s", len(test), table)
 
         booster_dir = tmp / "booster"

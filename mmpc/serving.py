@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-from mlflow.types.schema import Array
+from mlflow.types.schema import Array, Map
 
 from mmpc import requests
 from mmpc.ensemble import EnsemblePredictor
@@ -55,9 +55,10 @@ def ensemble_signature(top_k: int) -> ModelSignature:
             ColSpec(Array("long"), "top_codes"),
             ColSpec(Array("double"), "top_probabilities"),
             ColSpec("string", "image_status"),
+            ColSpec(Map("double"), "contributions", required=False),  # with the `explain` parameter
         ]
     )
-    params = ParamSchema([ParamSpec("top_k", "long", top_k)])
+    params = ParamSchema([ParamSpec("top_k", "long", top_k), ParamSpec("explain", "boolean", False)])
     return ModelSignature(inputs=INPUT_SCHEMA, outputs=outputs, params=params)
 
 
@@ -83,5 +84,5 @@ class EnsembleModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         req = _parse(model_input)
-        top_k = (params or {}).get("top_k")
-        return self.predictor.predict(req, top_k=top_k)
+        params = params or {}
+        return self.predictor.predict(req, top_k=params.get("top_k"), explain=bool(params.get("explain")))

@@ -114,3 +114,65 @@ def table(scores: Mapping[str, float], title: str = "test macro-F1") -> str:
         f"| {name.ljust(width)} | {value:.4f}{' ' * (len(title) - 6)} |" for name, value in scores.items()
     ]
     return "\n".join(lines)
+
+
+class Explainer:
+    """Per-model SHAP contributions (TreeExplainer) to the stacked prediction.
+
+    A level-1 model's contribution to a row is the sum of the SHAP values of its features for the
+    predicted class; with the base value they add up to the booster's raw score for that class.
+    """
+
+    def __init__(self, booster: lgb.Booster, models: Sequence[str], codes: Sequence[int]):
+        import shap  # imported here: serving without explanations never pays for it
+
+        self.explainer = shap.TreeExplainer(booster)
+        self.models = list(models)
+        self.width = len(codes)
+
+    def explain(self, X: pd.DataFrame, classes: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+        """(contributions [rows x models] for ``classes`` (default: the predicted ones), base values)."""
+        values = np.asarray(self.explainer.shap_values(X))  # [rows, features, classes]
+        base = np.broadcast_to(np.asarray(self.explainer.expected_value, dtype=float), (values.shape[2],))
+        if classes is None:
+            classes = (values.sum(axis=1) + base).argmax(axis=1)
+        rows = np.arange(len(X))
+        per_class = values[rows, :, classes]  # [rows, features]
+        per_model = per_class.reshape(len(X), len(self.models), self.width).sum(axis=2)
+        return pd.DataFrame(per_model, columns=self.models), base[classes]
+
+
+def only_one_right(
+    probs: Mapping[str, np.ndarray], y: np.ndarray, stacked: np.ndarray, contributions: pd.DataFrame
+) -> pd.DataFrame:
+    """The paper's Table 2: rows that exactly one level-1 model got right, whether the stack got them
+    right, and which model drove the stacked prediction (largest SHAP contribution)."""
+    models = list(contributions.columns)
+    right = np.stack([np.nan_to_num(probs[m], nan=-1).argmax(1) == y for m in models], axis=1)
+    rows = np.flatnonzero(right.sum(axis=1) == 1)
+    return pd.DataFrame(
+        {
+            "row": rows,
+            "only_right": [models[i] for i in right[rows].argmax(axis=1)],
+            "stack_right": stacked[rows] == y[rows],
+            "driver": contributions.iloc[rows].idxmax(axis=1).to_numpy(),
+        }
+    )
+
+
+def contributions_png(contributions: pd.DataFrame, path: Path) -> None:
+    """The paper's Figure 2: the distribution of each model's contribution to the predicted class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.6 * contributions.shape[1] + 2, 4), dpi=110)
+    ax.boxplot([contributions[c].to_numpy() for c in contributions.columns], showfliers=False)
+    ax.set_xticks(range(1, contributions.shape[1] + 1), list(contributions.columns))
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_ylabel("SHAP contribution to the predicted class (raw score)")
+    ax.set_title("Which level-1 model drives the stacked prediction")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -240,6 +240,25 @@ def test_served_champion_answers_text_and_image(served, pipeline_run):
     assert [p["image_status"] for p in predictions] == ["ok", "missing", "invalid"]
 
 
+def test_served_champion_explains_per_model_on_request(served):
+    resp = _invoke(
+        served,
+        {"dataframe_records": [{"designation": "Console de jeux portable"}], "params": {"explain": True}},
+    )
+    assert resp.status_code == 200, resp.text
+    row = resp.json()["predictions"][0]
+    assert set(row["contributions"]) == set(LEVEL1)
+    assert all(isinstance(v, float) for v in row["contributions"].values())
+
+
+def test_stacking_run_logs_shap_figure_and_table2(pipeline_run):
+    client = MlflowClient()
+    run_id = pipeline_run["result"]["ensemble"]["run_id"]
+    files = {a.path for a in client.list_artifacts(run_id, "explanations")}
+    assert {"explanations/shap_contributions.png", "explanations/table2_only_one_model_right.csv"} <= files
+    assert all(f"shap_mean_abs.{m}" in client.get_run(run_id).data.metrics for m in LEVEL1)
+
+
 def test_served_champion_refuses_a_request_without_designation(served):
     resp = _invoke(served, {"dataframe_records": [{"description": "sans titre"}]})
     assert resp.status_code == 400

@@ -91,3 +91,32 @@ def test_table_lists_models_then_stack():
     text = stacking.table({"flaubert": 0.81, "stack": 0.9})
     lines = text.splitlines()
     assert "flaubert" in lines[2] and "0.8100" in lines[2] and "stack" in lines[3]
+
+
+def test_shap_contributions_add_up_to_the_raw_score(data):
+    y, probs = data
+    probs = {k: v.copy() for k, v in probs.items()}
+    probs["image"][::7] = np.nan  # missing image features are explained too
+    X = stacking.features(probs, ["text", "image"], CODES)
+    booster = stacking.fit(X, y, CFG, C, seed=0).booster
+    contributions, base = stacking.Explainer(booster, ["text", "image"], CODES).explain(X.head(60))
+    raw = booster.predict(X.head(60), raw_score=True)
+    predicted = raw.argmax(1)
+    np.testing.assert_allclose(contributions.sum(axis=1) + base, raw[np.arange(60), predicted], atol=1e-6)
+    assert list(contributions.columns) == ["text", "image"]
+
+
+def test_table2_names_the_only_right_model_and_the_driver(data):
+    y, probs = data
+    X = stacking.features(probs, ["text", "image"], CODES)
+    booster = stacking.fit(X, y, CFG, C, seed=0).booster
+    contributions, _ = stacking.Explainer(booster, ["text", "image"], CODES).explain(X)
+    stacked = booster.predict(X).argmax(1)
+    table = stacking.only_one_right(probs, y, stacked, contributions)
+    assert len(table) > 0 and set(table["only_right"]) <= {"text", "image"}
+    row = table.iloc[0]
+    right = [m for m in ("text", "image") if probs[m][row["row"]].argmax() == y[row["row"]]]
+    assert right == [row["only_right"]]
+    # where the stack recovered such a product, the model that was right usually drove it
+    recovered = table[table["stack_right"]]
+    assert (recovered["driver"] == recovered["only_right"]).mean() > 0.6
