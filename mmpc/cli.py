@@ -102,6 +102,22 @@ def cmd_stack(args) -> int:
     return 0
 
 
+def cmd_promote(args) -> int:
+    from mmpc import promotion, tracking
+
+    tracking.configure(args.workdir)
+    print(promotion.promote(args.model, args.version, force=args.force))
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from mmpc import promotion, tracking
+
+    tracking.configure(args.workdir)
+    print(promotion.rollback(args.model))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmpc", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -163,6 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
     with_recipe(p)
     with_workdir(p)
     p.set_defaults(func=cmd_stack)
+
+    p = sub.add_parser("promote", help="move @champion to a registered version (same test split required)")
+    p.add_argument("version")
+    p.add_argument("--model", default="ensemble", help="registered model, without the mmpc- prefix")
+    p.add_argument("--force", action="store_true", help="promote even if evaluated on another test split")
+    with_workdir(p)
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("rollback", help="give @champion back to the version that held it before")
+    p.add_argument("--model", default="ensemble")
+    with_workdir(p)
+    p.set_defaults(func=cmd_rollback)
     return parser
 
 
@@ -170,11 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     from mmpc.catalog import CatalogError
+    from mmpc.promotion import PromotionError
     from mmpc.recipe import RecipeError
 
     try:
         return args.func(args)
-    except (CatalogError, RecipeError) as exc:
+    except (CatalogError, RecipeError, PromotionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

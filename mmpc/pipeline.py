@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 import mmpc
-from mmpc import ensemble, images, stacking, tracking
+from mmpc import ensemble, images, promotion, stacking, tracking
 from mmpc.catalog import Catalog, read_catalog
 from mmpc.models.runners import Level1Predictor
 from mmpc.recipe import FusionModelConfig, ImageModelConfig, Recipe, TextModelConfig
@@ -333,30 +333,19 @@ def train_level1(
         return Level1Result(name, str(mv.version), run.info.run_id, scores)
 
 
-def _champion_score(
-    catalog: Catalog, test: pd.DataFrame, test_fp: str
-) -> tuple[str | None, float | None, str]:
-    """The current champion's test macro-F1 on *this* test split (re-scored if the split changed)."""
-    try:
-        champion = tracking.resolve("ensemble", tracking.CHAMPION)
-    except mlflow.exceptions.MlflowException:
-        return None, None, "no champion yet"
-    tags = champion.tags
-    if tags.get("mmpc.fingerprint.test") == test_fp and "test_macro_f1" in tags:
-        return champion.version, float(tags["test_macro_f1"]), "same test split"
-    model = mlflow.pyfunc.load_model(f"models:/{champion.name}/{champion.version}")
-    preds = []
-    for start in range(0, len(test), CHUNK):
-        chunk = test.iloc[start : start + CHUNK]
-        req = request_example(chunk, n=len(chunk))
-        preds.append(model.predict(req)["prdtypecode"].to_numpy())
-    y_pred = np.concatenate(preds) if preds else np.zeros(0, dtype=int)
-    y_pred_idx = np.asarray(catalog.labels.indices(y_pred), dtype=int)
-    return (
-        champion.version,
-        macro_f1(test["label"].to_numpy(), y_pred_idx),
-        "re-scored on the current test split",
-    )
+def _rescore(catalog: Catalog, test: pd.DataFrame) -> Callable[[ModelVersion], float]:
+    """Scores a registered ensemble on this test split (a champion published on an older catalog)."""
+
+    def score(mv: ModelVersion) -> float:
+        model = mlflow.pyfunc.load_model(f"models:/{mv.name}/{mv.version}")
+        preds = []
+        for start in range(0, len(test), CHUNK):
+            chunk = test.iloc[start : start + CHUNK]
+            preds.append(model.predict(request_example(chunk, n=len(chunk)))["prdtypecode"].to_numpy())
+        y_pred = np.concatenate(preds) if preds else np.zeros(0, dtype=int)
+        return macro_f1(test["label"].to_numpy(), np.asarray(catalog.labels.indices(y_pred), dtype=int))
+
+    return score
 
 
 def _log_explanations(
@@ -461,8 +450,6 @@ def stack_and_publish(
             recipe.ensemble.batch_size,
         )
 
-        test_fp = data_tags["mmpc.fingerprint.test"]
-        champion_version, champion_score, basis = _champion_score(catalog, test, test_fp)
         mv = tracking.log_pyfunc(
             PYFUNC_DIR / "ensemble_model.py",
             {"ensemble": str(bundle)},
@@ -477,16 +464,12 @@ def stack_and_publish(
                 **{f"mmpc.member.{n}": str(v) for n, v in versions.items()},
             },
         )
-        if champion_score is None:
-            promoted, reason = promote, "no champion yet"
+        if promote:
+            decision = promotion.promote_if_better(mv, scores["stack"], _rescore(catalog, test))
         else:
-            promoted = promote and scores["stack"] >= champion_score
-            reason = (
-                f"test macro-F1 {scores['stack']:.4f} {'>=' if promoted else '<'} champion "
-                f"v{champion_version}'s {champion_score:.4f} ({basis})"
-            )
-        if promoted:
-            MlflowClient().set_registered_model_alias(mv.name, tracking.CHAMPION, mv.version)
+            current = promotion.champion(mv.name)
+            decision = promotion.Decision(False, "promotion not asked", current and str(current.version))
+        promoted, reason = decision.promoted, decision.reason
         mlflow.set_tags({"mmpc.promoted": str(promoted), "mmpc.promotion_reason": reason})
         log.info(
             "%s v%s: %s (%s)",
@@ -502,7 +485,7 @@ def stack_and_publish(
             table,
             promoted,
             reason,
-            str(mv.version) if promoted else champion_version,
+            decision.champion_version,
         )
 
 

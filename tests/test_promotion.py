@@ -1,0 +1,101 @@
+"""@champion moves: only to a model at least as good on the same test split, by hand with a split
+check, back with rollback, and never torn by two promotions at once."""
+
+from __future__ import annotations
+
+import threading
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mmpc import promotion, tracking
+from mmpc.cli import main
+
+NAME = "mmpc-ensemble"
+
+
+@pytest.fixture
+def registry(tmp_path):
+    tracking.configure(tmp_path)
+    client = MlflowClient()
+    client.create_registered_model(NAME)
+    (tmp_path / "model").mkdir()
+
+    def add(score: float, split: str = "fp-a"):
+        mv = client.create_model_version(NAME, str(tmp_path / "model"))
+        client.set_model_version_tag(NAME, mv.version, "test_macro_f1", f"{score:.6f}")
+        client.set_model_version_tag(NAME, mv.version, promotion.TEST_FP_TAG, split)
+        return client.get_model_version(NAME, mv.version)
+
+    yield add, tmp_path
+    mlflow.set_tracking_uri("")
+
+
+def _no_rescore(mv):
+    raise AssertionError("same test split: no re-scoring needed")
+
+
+def test_champion_moves_only_to_an_equal_or_better_model(registry):
+    add, _ = registry
+    v1, v2, v3 = add(0.80), add(0.70), add(0.80)
+    assert promotion.promote_if_better(v1, 0.80, _no_rescore).reason == "no champion yet"
+    decision = promotion.promote_if_better(v2, 0.70, _no_rescore)
+    assert not decision.promoted and decision.champion_version == str(v1.version) and "<" in decision.reason
+    assert promotion.promote_if_better(v3, 0.80, _no_rescore).promoted  # ties move the alias
+    assert str(promotion.champion(NAME).version) == str(v3.version)
+
+
+def test_a_champion_from_another_test_split_is_rescored(registry):
+    add, _ = registry
+    old = add(0.95, split="old-split")
+    promotion.promote_if_better(old, 0.95, _no_rescore)
+    new = add(0.85, split="new-split")
+    decision = promotion.promote_if_better(new, 0.85, lambda mv: 0.80)
+    assert decision.promoted and "re-scored" in decision.reason
+
+
+def test_manual_promotion_checks_the_test_split_and_rollback_restores(registry, capsys):
+    add, workdir = registry
+    v1, v2, other = add(0.8), add(0.7), add(0.9, split="fp-b")
+    promotion.promote_if_better(v1, 0.8, _no_rescore)
+    assert main(["promote", str(other.version), "--workdir", str(workdir)]) == 2
+    assert "not comparable" in capsys.readouterr().err
+    assert main(["promote", str(v2.version), "--workdir", str(workdir)]) == 0
+    assert str(promotion.champion(NAME).version) == str(v2.version)
+    assert main(["rollback", "--workdir", str(workdir)]) == 0
+    assert str(promotion.champion(NAME).version) == str(v1.version)
+    assert main(["rollback", "--workdir", str(workdir)]) == 2  # nothing earlier than v1
+
+
+@pytest.mark.parametrize("first", ["worse", "better"])
+def test_two_concurrent_promotions_cannot_both_win(registry, monkeypatch, first):
+    add, _ = registry
+    base = add(0.5)
+    promotion.promote_if_better(base, 0.5, _no_rescore)
+    worse, better = add(0.7), add(0.9)
+    start = threading.Barrier(2)
+    original = promotion.champion
+
+    def slow_champion(name):  # widen the read-then-write window a promotion without a lock would race in
+        current = original(name)
+        threading.Event().wait(0.3)
+        return current
+
+    monkeypatch.setattr(promotion, "champion", slow_champion)
+    order = [(worse, 0.7), (better, 0.9)] if first == "worse" else [(better, 0.9), (worse, 0.7)]
+    results = {}
+
+    def run(mv, score):
+        start.wait()
+        results[mv.version] = promotion.promote_if_better(mv, score, _no_rescore)
+
+    threads = [threading.Thread(target=run, args=args) for args in order]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert str(original(NAME).version) == str(better.version)
+    # whichever took the lock first, the better model ends as champion and the history agrees
+    assert results[better.version].promoted
+    assert promotion.history(NAME)[-1] == str(better.version)
