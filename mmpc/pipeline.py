@@ -197,14 +197,14 @@ def _fit(
     codes: list[int],
     tmp: Path,
     input_versions: dict[str, str] | None,
-    common: dict,
+    opts: train_l1.RunOptions,
 ) -> tuple[FitResult, dict[str, str]]:
     """Train one kind into ``tmp/model``; returns the fit and, for fusion, the input versions used."""
     out = tmp / "model"
     if isinstance(cfg, TextModelConfig):
-        return train_l1.train_text(cfg, train, valid, codes, out, **common), {}
+        return train_l1.train_text(cfg, train, valid, codes, out, opts), {}
     if isinstance(cfg, ImageModelConfig):
-        return train_l1.train_image(cfg, train, valid, codes, out, **common), {}
+        return train_l1.train_image(cfg, train, valid, codes, out, opts), {}
     if isinstance(cfg, FusionModelConfig):
         needed = [*cfg.text, cfg.image]
         missing = [n for n in needed if n not in (input_versions or {})]
@@ -212,7 +212,7 @@ def _fit(
             raise ValueError(f"fusion model {name!r} needs registered versions of {missing}")
         versions = {n: str(input_versions[n]) for n in needed}
         inputs = _download_level1(versions, tmp / "inputs")
-        return train_l1.train_fusion(cfg, inputs, train, valid, codes, out, **common), versions
+        return train_l1.train_fusion(cfg, inputs, train, valid, codes, out, opts), versions
     raise ValueError(f"unknown model kind {cfg.kind!r}")  # pragma: no cover - the parser admits no other
 
 
@@ -247,8 +247,8 @@ def train_level1(
     if not distributed.is_main():
         if registered is None:
             with tracking.scratch() as tmp:
-                common = {"device": device, "seed": recipe.seed, "name": name, "checkpoint_dir": ckpt}
-                _fit(cfg, name, train, valid, codes, tmp, input_versions, common)
+                opts = train_l1.RunOptions(device, recipe.seed, name, checkpoint_dir=ckpt)
+                _fit(cfg, name, train, valid, codes, tmp, input_versions, opts)
         return None
     if registered is not None:  # killed after registering: that version is the result
         log.info("%s: run %s already registered %s v%s", name, resume_id, registered.name, registered.version)
@@ -281,15 +281,10 @@ def train_level1(
             if step > logged_until:
                 mlflow.log_metrics({f"epoch_{k}": v for k, v in values.items()}, step=step)
 
-        common = {
-            "device": device,
-            "seed": recipe.seed,
-            "log_metrics": log_metrics,
-            "name": name,
-            "checkpoint_dir": ckpt,
-            "checkpoint_extra": {"mlflow_run_id": run.info.run_id},
-        }
-        result, versions = _fit(cfg, name, train, valid, codes, tmp, input_versions, common)
+        opts = train_l1.RunOptions(
+            device, recipe.seed, name, log_metrics, ckpt, {"mlflow_run_id": run.info.run_id}
+        )
+        result, versions = _fit(cfg, name, train, valid, codes, tmp, input_versions, opts)
         if versions:
             mlflow.set_tags({f"mmpc.input.{n}": v for n, v in versions.items()})
         mlflow.log_metrics(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,31 @@ from mmpc.training.engine import FitResult, MetricLogger, fit, seed_everything
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class RunOptions:
+    """How one level-1 training runs: device, seed, name, metric sink and checkpoints."""
+
+    device: torch.device
+    seed: int
+    name: str
+    log_metrics: MetricLogger | None = None
+    checkpoint_dir: Path | None = None
+    checkpoint_extra: dict | None = None
+
+    def fit(self, model, train_batches, valid_batches, cfg: TrainConfig) -> FitResult:
+        return fit(
+            model,
+            train_batches,
+            valid_batches,
+            cfg,
+            device=self.device,
+            log_metrics=self.log_metrics,
+            desc=self.name,
+            checkpoint_dir=self.checkpoint_dir,
+            checkpoint_extra=self.checkpoint_extra,
+        )
+
+
 def _train_sampler(lengths, batch_size: int, seed: int) -> LengthBucketSampler:
     """Seeded, resumable, and under torchrun each rank's slice of the same global batches."""
     return LengthBucketSampler(
@@ -46,18 +71,11 @@ def _train_sampler(lengths, batch_size: int, seed: int) -> LengthBucketSampler:
 
 
 def _loader(
-    dataset,
-    cfg: TrainConfig,
-    *,
-    train: bool,
-    seed: int,
-    device: torch.device,
-    batch_sampler=None,
-    collate_fn=None,
+    dataset, cfg: TrainConfig, *, train: bool, run: RunOptions, batch_sampler=None, collate_fn=None
 ) -> DataLoader:
     """Training batches come from a seeded, resumable batch sampler; evaluation keeps row order."""
     if train and batch_sampler is None:
-        batch_sampler = _train_sampler(len(dataset), cfg.batch_size, seed)
+        batch_sampler = _train_sampler(len(dataset), cfg.batch_size, run.seed)
     if batch_sampler is None:
         batch_sampler = BatchSampler(SequentialSampler(dataset), cfg.eval_batch_size, drop_last=False)
     return DataLoader(
@@ -66,10 +84,10 @@ def _loader(
         collate_fn=collate_fn,
         num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0,
-        pin_memory=device.type == "cuda",
+        pin_memory=run.device.type == "cuda",
         # The loader's own generator: its per-epoch seed draw must not move the global RNG that
         # dropout uses, or a resumed training would diverge from an uninterrupted one.
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(run.seed),
     )
 
 
@@ -79,15 +97,9 @@ def train_text(
     valid: pd.DataFrame,
     codes: Sequence[int],
     out: Path,
-    *,
-    device: torch.device,
-    seed: int,
-    log_metrics: MetricLogger | None = None,
-    name: str = "text",
-    checkpoint_dir: Path | None = None,
-    checkpoint_extra: dict | None = None,
+    run: RunOptions,
 ) -> FitResult:
-    seed_everything(seed)
+    seed_everything(run.seed)
     if cfg.tokenizer.pretrained:
         tokenizer = load_tokenizer(cfg.tokenizer.pretrained)
     else:
@@ -107,27 +119,17 @@ def train_text(
     collate = TextCollator(tokenizer.pad_token_id)
     t = cfg.train
     lengths = train_data.lengths if t.length_bucketing else len(train_data)
-    train_sampler = _train_sampler(lengths, t.batch_size, seed)
+    train_sampler = _train_sampler(lengths, t.batch_size, run.seed)
     valid_sampler = LengthBucketSampler(
         valid_data.lengths, t.eval_batch_size, shuffle=False, pool_batches=10**6
     )
     train_loader = _loader(
-        train_data, t, train=True, seed=seed, device=device, batch_sampler=train_sampler, collate_fn=collate
+        train_data, t, train=True, run=run, batch_sampler=train_sampler, collate_fn=collate
     )
     valid_loader = _loader(
-        valid_data, t, train=False, seed=seed, device=device, batch_sampler=valid_sampler, collate_fn=collate
+        valid_data, t, train=False, run=run, batch_sampler=valid_sampler, collate_fn=collate
     )
-    result = fit(
-        model,
-        train_loader,
-        valid_loader,
-        t,
-        device=device,
-        log_metrics=log_metrics,
-        desc=name,
-        checkpoint_dir=checkpoint_dir,
-        checkpoint_extra=checkpoint_extra,
-    )
+    result = run.fit(model, train_loader, valid_loader, t)
     model.to("cpu")
     tokenizer.save_pretrained(out / "tokenizer")
     model.backbone.config.save_pretrained(out / "backbone")
@@ -136,7 +138,7 @@ def train_text(
         model,
         {
             "kind": "text",
-            "name": name,
+            "name": run.name,
             "codes": list(codes),
             "head": cfg.head,
             "max_len": cfg.max_len,
@@ -164,22 +166,16 @@ def train_image(
     valid: pd.DataFrame,
     codes: Sequence[int],
     out: Path,
-    *,
-    device: torch.device,
-    seed: int,
-    log_metrics: MetricLogger | None = None,
-    name: str = "image",
-    checkpoint_dir: Path | None = None,
-    checkpoint_extra: dict | None = None,
+    run: RunOptions,
 ) -> FitResult:
-    seed_everything(seed)
+    seed_everything(run.seed)
     # Products without a photo teach an image model nothing.
     train, valid = train[train["has_image"]], valid[valid["has_image"]]
     if train.empty or valid.empty:
-        raise ValueError(f"{name}: no product with an image in the train or valid split")
+        raise ValueError(f"{run.name}: no product with an image in the train or valid split")
     model = ImageClassifier(cfg.arch, len(codes), pretrained=cfg.pretrained, drop_rate=cfg.drop_rate)
     tcfg = image_transform_config(cfg, model)
-    if device.type == "cuda":
+    if run.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     t = cfg.train
     train_data = ImageDataset(
@@ -188,26 +184,16 @@ def train_image(
     valid_data = ImageDataset(
         valid["image_path"].tolist(), valid["label"].to_numpy(), images.eval_transform(tcfg), tcfg
     )
-    train_loader = _loader(train_data, t, train=True, seed=seed, device=device)
-    valid_loader = _loader(valid_data, t, train=False, seed=seed, device=device)
-    result = fit(
-        model,
-        train_loader,
-        valid_loader,
-        t,
-        device=device,
-        log_metrics=log_metrics,
-        desc=name,
-        checkpoint_dir=checkpoint_dir,
-        checkpoint_extra=checkpoint_extra,
-    )
+    train_loader = _loader(train_data, t, train=True, run=run)
+    valid_loader = _loader(valid_data, t, train=False, run=run)
+    result = run.fit(model, train_loader, valid_loader, t)
     model.to("cpu")
     store.save_weights(
         out,
         model,
         {
             "kind": "image",
-            "name": name,
+            "name": run.name,
             "codes": list(codes),
             "arch": cfg.arch,
             "num_features": model.num_features,
@@ -239,22 +225,16 @@ def train_fusion(
     valid: pd.DataFrame,
     codes: Sequence[int],
     out: Path,
-    *,
-    device: torch.device,
-    seed: int,
-    log_metrics: MetricLogger | None = None,
-    name: str = "fusion",
-    checkpoint_dir: Path | None = None,
-    checkpoint_extra: dict | None = None,
+    run: RunOptions,
 ) -> FitResult:
     """Train the fusion head on embeddings computed once by the frozen level-1 backbones.
 
     ``inputs`` maps each level-1 name in ``cfg.text`` and ``cfg.image`` to its model folder; the
     folders are copied under ``out/inputs`` so the fusion model is complete on its own.
     """
-    seed_everything(seed)
-    text_runners = [TextRunner(inputs[n], device, cfg.train.eval_batch_size) for n in cfg.text]
-    image_runner = ImageRunner(inputs[cfg.image], device, cfg.train.eval_batch_size)
+    seed_everything(run.seed)
+    text_runners = [TextRunner(inputs[n], run.device, cfg.train.eval_batch_size) for n in cfg.text]
+    image_runner = ImageRunner(inputs[cfg.image], run.device, cfg.train.eval_batch_size)
 
     def dataset(frame: pd.DataFrame) -> TensorDictDataset:
         text_embs, image_emb = embed_rows(frame, text_runners, image_runner)
@@ -268,7 +248,10 @@ def train_fusion(
         )
 
     log.info(
-        "%s: embedding %d train and %d valid products with the frozen backbones", name, len(train), len(valid)
+        "%s: embedding %d train and %d valid products with the frozen backbones",
+        run.name,
+        len(train),
+        len(valid),
     )
     train_data, valid_data = dataset(train), dataset(valid)
     head = FusionHead(
@@ -280,16 +263,8 @@ def train_fusion(
         cfg.dropout,
     )
     t = cfg.train
-    result = fit(
-        head,
-        _loader(train_data, t, train=True, seed=seed, device=device),
-        _loader(valid_data, t, train=False, seed=seed, device=device),
-        t,
-        device=device,
-        log_metrics=log_metrics,
-        desc=name,
-        checkpoint_dir=checkpoint_dir,
-        checkpoint_extra=checkpoint_extra,
+    result = run.fit(
+        head, _loader(train_data, t, train=True, run=run), _loader(valid_data, t, train=False, run=run), t
     )
     head.to("cpu")
     for n, folder in inputs.items():
@@ -299,7 +274,7 @@ def train_fusion(
         head,
         {
             "kind": "fusion",
-            "name": name,
+            "name": run.name,
             "codes": list(codes),
             "text": list(cfg.text),
             "image": cfg.image,
