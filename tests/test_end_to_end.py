@@ -123,6 +123,24 @@ def test_prefect_summary_artifact_holds_the_f1_table(pipeline_run):
     assert all(f"mmpc-{name}" in text for name in LEVEL1)
 
 
+def test_any_subset_of_level1_models_can_be_stacked(pipeline_run):
+    from mmpc import pipeline
+    from mmpc.recipe import load_recipe
+
+    recipe = load_recipe("demo", FAST)
+    catalog = pipeline.open_catalog(pipeline_run["catalog"], recipe)
+    versions = {n: pipeline_run["result"]["level1"][n]["version"] for n in ("camembert", "seresnext")}
+    published = pipeline.stack_and_publish(catalog, recipe, pipeline_run["workdir"], versions, promote=False)
+    assert set(published.scores) == {"camembert", "seresnext", "stack"} and not published.promoted
+    model = mlflow.pyfunc.load_model(f"models:/mmpc-ensemble/{published.version}")
+    out = model.predict(
+        __import__("pandas").DataFrame({"designation": ["Piscine hors sol"], "image": [None]})
+    )
+    assert out["prdtypecode"].iloc[0] in RAKUTEN_CODES and out["image_status"].iloc[0] == "missing"
+    champion = MlflowClient().get_model_version_by_alias("mmpc-ensemble", "champion")
+    assert str(champion.version) == pipeline_run["result"]["ensemble"]["version"]  # untouched
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
