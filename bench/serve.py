@@ -14,14 +14,16 @@ Measured in one run, on the same requests (real test-split rows, every other one
    and runs the booster itself;
 3. a per-stage timing breakdown and a cProfile of single-product requests in process;
 4. with ``--paper-size``: paper-size architectures with random weights (FlauBERT-base, CamemBERT-base,
-   SE-ResNeXt-50), EnsemblePredictor against four Level1Predictor's + booster, in process only.
+   SE-ResNeXt-50), EnsemblePredictor against four Level1Predictor's + booster, in process only, a few
+   batches with one torch thread (``--paper-threads``): two threads on a shared 2-core machine make
+   each op wait for a descheduled thread whenever another job runs.
 
 By default the models are built first (demo catalog of ``--size`` products, the ``retrain`` flow with
 fewer epochs, in a temporary store); ``--workdir DIR`` reuses a store (``demo/`` after ``make demo``)
 or builds into DIR when it holds none. Every loop is bounded in count and in seconds.
 
-    .venv/bin/python bench/serve.py                       # ~5 min on 2 CPU cores
-    .venv/bin/python bench/serve.py --workdir demo --paper-size
+    .venv/bin/python bench/serve.py                       # ~2-3 min on 2 CPU cores
+    .venv/bin/python bench/serve.py --workdir demo --paper-size   # reuse `make demo`; +1-2 min
 
 The readable report goes to stdout; its last line is one JSON object with the figures.
 """
@@ -66,7 +68,6 @@ for _key, _value in {
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-LEVEL1 = ("flaubert", "camembert", "seresnext", "fusion")
 # Fewer epochs than the demo recipe: the benchmark needs the architectures, not the accuracy.
 FAST = {
     "models.flaubert.train.epochs": 2,
@@ -76,6 +77,22 @@ FAST = {
     "stacking.num_boost_round": 150,
     "stacking.folds": 3,
 }
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Library chatter (training progress, registry messages, native progress bars) goes to stderr,
+    so stdout holds the report alone."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def log(msg: str) -> None:
@@ -105,6 +122,7 @@ def use_store(workdir: Path) -> str:
 
 def build_store(workdir: Path, size: int, seed: int) -> Path:
     """A demo catalog and the whole ``retrain`` flow (fewer epochs) into ``workdir``; returns the catalog."""
+    import torch
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.retrain import retrain
@@ -112,10 +130,14 @@ def build_store(workdir: Path, size: int, seed: int) -> Path:
 
     catalog = write_demo_catalog(workdir / "catalog", size=size, seed=seed)
     saved = os.environ.pop("MLFLOW_TRACKING_URI", None)  # the temporary store, never the caller's
+    # One torch thread while training: with two, a busy neighbour job made the build 5x slower here.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         with prefect_test_harness():
             retrain(catalog=str(catalog), recipe="demo", workdir=str(workdir), overrides=FAST)
     finally:
+        torch.set_num_threads(threads)
         if saved is not None:
             os.environ["MLFLOW_TRACKING_URI"] = saved
     return catalog
@@ -524,12 +546,14 @@ def cprofile_top(ens_model: Any, singles: Sequence[pd.DataFrame], rounds: int, t
 # ---------------------------------------------------------------------------------------- paper size
 
 
+# name -> (transformers model type, config of the -base model, head, lowercase tokenizer, real vocabulary)
 PAPER_TEXT = {
     "flaubert": (
         "flaubert",
         {"emb_dim": 768, "n_layers": 12, "n_heads": 12, "max_position_embeddings": 512, "dropout": 0.1},
         "flaubert",
         False,
+        68729,  # flaubert_base_cased
     ),
     "camembert": (
         "camembert",
@@ -542,6 +566,7 @@ PAPER_TEXT = {
         },
         "cls",
         True,
+        32005,  # camembert-base
     ),
 }
 PAPER_MAX_LEN = 256
@@ -553,9 +578,11 @@ def paper_text_folder(out: Path, name: str, texts: list[str], codes: list[int], 
     from mmpc.models.text import TextClassifier, build_backbone
     from mmpc.models.tokenizer import special_token_ids, train_wordpiece
 
-    backbone_type, config, head, lowercase = PAPER_TEXT[name]
+    backbone_type, config, head, lowercase, real_vocab = PAPER_TEXT[name]
     tok = train_wordpiece(texts, vocab, lowercase)
-    backbone = build_backbone(None, backbone_type, config, len(tok), special_token_ids(tok))
+    # The embedding table at the real model's size (memory, load time); a lookup costs the same.
+    vocab_size = max(len(tok), real_vocab)
+    backbone = build_backbone(None, backbone_type, config, vocab_size, special_token_ids(tok))
     model = TextClassifier(backbone, len(codes), head, PAPER_MAX_LEN, 0.1)
     tok.save_pretrained(out / "tokenizer")
     model.backbone.config.save_pretrained(out / "backbone")
@@ -674,7 +701,9 @@ def paper_size(
 
     t0 = time.perf_counter()
     ens_dir, folders = build_paper_models(root, texts, codes, args.paper_vocab)
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))  # what mmpc.serving does
+    # One intra-op thread by default: on these shared 2-core machines two threads make every op wait
+    # for a descheduled thread whenever another job runs (seconds per product), which drowns the ratio.
+    torch.set_num_threads(args.paper_threads)
     ens = EnsemblePredictor(ens_dir)
     level1 = {n: Level1Predictor(f) for n, f in folders.items()}
     booster = stacking.load(ens_dir)
@@ -692,12 +721,16 @@ def paper_size(
     calls = {"ensemble": lambda f: ens.predict(mreq.parse(f)), "naive": naive}
     speed = interleaved(calls, frames, args.paper_max_s)
     params = {n: sum(p.numel() for p in r.model.parameters()) for n, r in {**ens.texts, **ens.images}.items()}
-    log(f"paper-size parameters: {params}")
+    tokens = [len(ids) for ids in ens.texts["camembert"].tokenize(mreq.parse(requests_frame).texts)]
+    log(f"paper-size parameters: {params}; torch threads {torch.get_num_threads()}")
     return {
         "ensemble": speed["ensemble"],
         "naive": speed["naive"],
         "products": speed["products"],
         "build_s": built,
+        "params_m": {n: round(v / 1e6, 1) for n, v in params.items()},
+        "median_tokens": float(np.median(tokens)),
+        "threads": float(torch.get_num_threads()),
     }
 
 
@@ -732,22 +765,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--batch", type=int, default=64, help="products per in-process call")
     p.add_argument("--batches", type=int, default=16, help="in-process timed batches (at most)")
-    p.add_argument("--max-s", type=float, default=45, help="time cap of each timed loop, seconds")
+    p.add_argument("--max-s", type=float, default=30, help="time cap of each timed loop, seconds")
     p.add_argument("--no-http", action="store_true")
     p.add_argument("--no-naive-http", action="store_true", help="HTTP for the ensemble only")
     p.add_argument(
         "--no-thread-variant", action="store_true", help="skip the ensemble server with MMPC_TORCH_THREADS=1"
     )
     p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=3, help="HTTP measurements alternate in this many rounds")
     p.add_argument("--http-batch", type=int, default=16)
-    p.add_argument("--http-requests", type=int, default=80, help="batched requests per throughput run")
+    p.add_argument("--http-requests", type=int, default=120, help="batched requests per throughput run")
     p.add_argument("--single", type=int, default=300, help="sequential single-product requests (ensemble)")
     p.add_argument("--naive-single", type=int, default=100, help="sequential single-product requests (naive)")
     p.add_argument("--paper-size", action="store_true", help="also time paper-size models (in process)")
     p.add_argument("--paper-batch", type=int, default=8)
-    p.add_argument("--paper-batches", type=int, default=2)
+    p.add_argument("--paper-batches", type=int, default=6)
     p.add_argument("--paper-max-s", type=float, default=120)
-    p.add_argument("--paper-vocab", type=int, default=30000)
+    p.add_argument("--paper-vocab", type=int, default=30000, help="WordPiece vocabulary trained on the text")
+    p.add_argument(
+        "--paper-threads", type=int, default=1, help="torch intra-op threads for the paper-size run"
+    )
     return p.parse_args(argv)
 
 
@@ -766,39 +803,68 @@ def prepare_store(args: argparse.Namespace, scratch: Path) -> tuple[Store, float
 
 def bench_inprocess(store: Store, frame: pd.DataFrame, args: argparse.Namespace) -> tuple[dict, Any, Naive]:
     import mlflow
+    import torch
 
     ens_model = mlflow.pyfunc.load_model(str(store.ensemble_dir))
     naive = load_naive(store)
     frames = batches(frame, args.batch)[: args.batches + 1]
     speed = interleaved({"ensemble": ens_model.predict, "naive": naive.predict}, frames, args.max_s)
     speed["agreement"] = agreement(ens_model, naive, frames[0])
+    speed["threads"] = float(torch.get_num_threads())  # set by the pyfuncs' load_context
     return speed, ens_model, naive
 
 
-def measure_http(
-    client: Client, servers: Sequence[Server], big: list[bytes], single: list[bytes], n_single: int, args
-) -> dict[str, float | None]:
-    """Throughput with concurrent clients (and CPU per product: servers + this client), then latency."""
-    pgids = [s.proc.pid for s in servers]
+@dataclass
+class HttpTarget:
+    client: Client
+    servers: list[Server]  # whose CPU time is counted
+    n_single: int  # sequential single-product requests, over all rounds
+    products: int = 0
+    seconds: float = 0.0
+    cpu_s: float | None = 0.0
+    lat: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float | None]:
+        lat = np.asarray(self.lat)
+        return {
+            "products_s": self.products / self.seconds if self.seconds else None,
+            "cpu_ms_per_product": None if self.cpu_s is None else self.cpu_s * 1000 / max(self.products, 1),
+            "p50": pct(lat, 50),
+            "p90": pct(lat, 90),
+            "p99": pct(lat, 99),
+            "n_single": float(len(lat)),
+        }
+
+
+def measure_round(target: HttpTarget, big: list[bytes], single: list[bytes], rounds: int, args) -> None:
+    """One round: throughput with concurrent clients (CPU of servers + this client), then latency."""
+    pgids = [s.proc.pid for s in target.servers]
     cpu0, own0 = group_cpu_s(pgids), time.process_time()
-    products, seconds = http_throughput(client, big, args.http_batch, args.clients, args.max_s)
+    products, seconds = http_throughput(
+        client=target.client,
+        bodies=big,
+        per_body=args.http_batch,
+        clients=args.clients,
+        max_s=args.max_s / rounds,
+    )
     cpu1, own1 = group_cpu_s(pgids), time.process_time()
-    cpu = None if cpu0 is None or cpu1 is None else (cpu1 - cpu0 + own1 - own0) * 1000 / max(products, 1)
-    lat = latencies(client, single, n_single, warmup=max(5, n_single // 15), max_s=args.max_s)
-    return {
-        "products_s": products / seconds,
-        "cpu_ms_per_product": cpu,
-        "p50": pct(lat, 50),
-        "p90": pct(lat, 90),
-        "p99": pct(lat, 99),
-        "n_single": float(len(lat)),
-    }
+    target.products += products
+    target.seconds += seconds
+    if cpu0 is None or cpu1 is None or target.cpu_s is None:
+        target.cpu_s = None
+    else:
+        target.cpu_s += cpu1 - cpu0 + own1 - own0
+    n = max(1, target.n_single // rounds)
+    target.lat += latencies(
+        target.client, single, n, warmup=max(3, n // 15), max_s=args.max_s / rounds
+    ).tolist()
 
 
 def bench_http(
     store: Store, frame: pd.DataFrame, naive: Naive, args: argparse.Namespace, logdir: Path
 ) -> dict[str, dict]:
-    """Ensemble server (default torch threads, and MMPC_TORCH_THREADS=1), then the naive servers."""
+    """The ensemble server (default torch threads, and MMPC_TORCH_THREADS=1) and the naive servers,
+    measured in alternating rounds so that a background load shift hits them alike."""
     ens_uri = f"models:/mmpc-ensemble/{store.ensemble_version}"
     specs: dict[str, tuple[str, dict]] = {"ensemble": (ens_uri, {})}
     if not args.no_thread_variant:
@@ -807,32 +873,31 @@ def bench_http(
         specs |= {n: (f"models:/mmpc-{n}/{store.versions[n]}", {}) for n in store.members}
     big = [payload(b) for b in batches(frame, args.http_batch)][: args.http_requests]
     single = [payload(frame.iloc[[i]]) for i in range(min(len(frame), 64))]
-    out: dict[str, dict] = {}
     t0 = time.perf_counter()
     with served(specs, store.uri, logdir) as servers:
         log(f"{len(servers)} server(s) ready in {time.perf_counter() - t0:.0f} s")
-        for name in ("ensemble", "ensemble-t1"):
-            if name in servers:
-                client = ensemble_client(servers[name].url)
-                out[name] = measure_http(client, [servers[name]], big, single, args.single, args)
-                log(f"HTTP {name}: {out[name]}")
+        targets = {
+            name: HttpTarget(ensemble_client(servers[name].url), [servers[name]], args.single)
+            for name in ("ensemble", "ensemble-t1")
+            if name in servers
+        }
         if not args.no_naive_http:
             urls = {n: servers[n].url for n in store.members}
             client = naive_client(urls, store.members, store.codes, naive.booster)
-            members = [servers[n] for n in store.members]
-            out["naive"] = measure_http(client, members, big, single, args.naive_single, args)
-            log(f"HTTP naive: {out['naive']}")
+            targets["naive"] = HttpTarget(client, [servers[n] for n in store.members], args.naive_single)
+        for r in range(args.rounds):
+            for target in targets.values():
+                measure_round(target, big[r :: args.rounds], single, args.rounds, args)
+        out = {name: t.summary() for name, t in targets.items()}
+    for name, figures_ in out.items():
+        log(f"HTTP {name}: {figures_}")
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started, load_start = time.perf_counter(), os.getloadavg()[0]
-    # Library chatter (training progress, registry messages) goes to stderr: stdout is the report.
-    with (
-        tempfile.TemporaryDirectory(prefix="mmpc-bench-serve-") as tmp,
-        contextlib.redirect_stdout(sys.stderr),
-    ):
+    with tempfile.TemporaryDirectory(prefix="mmpc-bench-serve-") as tmp, stdout_to_stderr():
         scratch = Path(tmp)
         store, built = prepare_store(args, scratch)
         n_rows = max(args.batch * (args.batches + 1), args.http_batch * args.http_requests, 64)
@@ -941,6 +1006,7 @@ def figures(inproc: dict, http: dict[str, dict], paper: dict, built: float, tota
         "paper_size_naive_products_s": paper.get("naive"),
         "paper_size_ratio": ratio(paper.get("ensemble"), paper.get("naive")),
         "agreement": inproc["agreement"],
+        "torch_threads": inproc["threads"],
         "build_s": built,
         "total_s": total,
     }
@@ -962,8 +1028,11 @@ def report(
     print("(last column: how many times better the ensemble is; CPU and latency: naive / ensemble)")
     print(f"\nensemble and naive agree on {inproc['agreement']:.1%} of a batch's predicted codes")
     print(
+        f"torch intra-op threads in process: {inproc['threads']:.0f} (MMPC_TORCH_THREADS, else min(4, CPUs))"
+    )
+    print(
         f"models built in {built:.0f} s; whole run {total:.0f} s; 1-min load average {load[0]:.1f} at the "
-        f"start, {load[1]:.1f} at the end, on {os.cpu_count()} CPU(s) (above the CPU count: other jobs ran)"
+        f"start, {load[1]:.1f} at the end, on {os.cpu_count()} CPU(s) (this run counts, far above: others)"
     )
     if http and args.no_naive_http:
         print("naive over HTTP skipped (--no-naive-http)")
@@ -972,7 +1041,8 @@ def report(
     if paper:
         print(
             f"paper size: {paper['products']:.0f} timed products per side (a short run on 2 CPU cores), "
-            f"models built in {paper['build_s']:.0f} s"
+            f"models built in {paper['build_s']:.0f} s, parameters (millions) {paper['params_m']}, "
+            f"median {paper['median_tokens']:.0f} tokens per product, torch threads {paper['threads']:.0f}"
         )
     print("\nsingle-product request in process, median ms per stage:")
     width = max(len(k) for k in stages)

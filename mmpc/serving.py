@@ -31,8 +31,10 @@ INPUT_SCHEMA = Schema(
 
 
 def _threads() -> None:
-    # Serving answers many small requests: a few intra-op threads beat all cores fighting.
-    threads = int(os.environ.get("MMPC_TORCH_THREADS", "0")) or max(1, min(4, os.cpu_count() or 1))
+    # Serving answers many small requests, each on its own server thread: one intra-op thread per
+    # request avoids waiting on descheduled threads (bench/serve.py: p99 halves on 2 shared cores).
+    # MMPC_TORCH_THREADS raises it on dedicated cores.
+    threads = int(os.environ.get("MMPC_TORCH_THREADS", "0")) or 1
     torch.set_num_threads(threads)
 
 
