@@ -38,7 +38,8 @@ TOLERANCE = 0.02
 
 
 def _history(workdir: Path, metric: str) -> tuple[list[float], MlflowClient, list]:
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("mmpc/catalog").experiment_id])
     values = sorted(client.get_metric_history(runs[0].info.run_id, metric), key=lambda m: m.step)
     return [m.value for m in values], client, runs

@@ -170,7 +170,8 @@ def test_killed_training_resumes_in_the_same_run(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming" in done.stderr
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("mmpc/catalog").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     history = client.get_metric_history(runs[0].info.run_id, "epoch_valid_macro_f1")
