@@ -17,8 +17,9 @@ from mmpc.demo_catalog import write_demo_catalog
 
 pytestmark = pytest.mark.slow
 
-# Dropout off: then two processes on half batches compute the single process's gradient exactly,
-# up to the order of float sums.
+# Dropout off and a moderate learning rate: two processes on half batches then compute the single
+# process's gradient, exactly when a batch splits evenly, and nearly when its size is odd (each rank
+# averages its own half); the curves stay within the tolerance below.
 ARGS = [
     "--set",
     "models.flaubert.train.epochs=3",
@@ -32,6 +33,8 @@ ARGS = [
     "models.flaubert.backbone_config.attention_dropout=0.0",
     "--set",
     "models.flaubert.train.patience=5",
+    "--set",
+    "models.flaubert.train.lr=5e-4",
 ]
 # Stated tolerance: per-epoch mean train loss within 2% (relative) of the single-process run.
 TOLERANCE = 0.02
