@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -58,6 +59,17 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def load_file(path: str | Path) -> Image.Image:
     return decode(Path(path).read_bytes())
+
+
+def load_optional(paths: Iterable[str], present: Iterable[bool]) -> list[Image.Image | None]:
+    """Catalog photos, None where a product has none or its file does not decode."""
+    out: list[Image.Image | None] = []
+    for path, has in zip(paths, present, strict=True):
+        try:
+            out.append(load_file(path) if has else None)
+        except (OSError, ImageDecodeError):
+            out.append(None)
+    return out
 
 
 def decode_base64(value: str) -> Image.Image:

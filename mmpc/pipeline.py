@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
-from PIL import Image
 
 import mmpc
 from mmpc import ensemble, images, promotion, stacking, tracking
@@ -78,16 +77,6 @@ def open_catalog(path: str | Path, recipe: Recipe) -> Catalog:
     return read_catalog(path, splits=recipe.split_spec(), images=recipe.catalog.images)
 
 
-def load_images(frame: pd.DataFrame) -> list[Image.Image | None]:
-    out: list[Image.Image | None] = []
-    for path, has in zip(frame["image_path"], frame["has_image"], strict=True):
-        try:
-            out.append(images.load_file(path) if has else None)
-        except (OSError, images.ImageDecodeError):
-            out.append(None)
-    return out
-
-
 def predict_rows(
     predict: Callable[[list[str], list], np.ndarray], frame: pd.DataFrame, with_images: bool
 ) -> np.ndarray:
@@ -95,7 +84,11 @@ def predict_rows(
     parts = []
     for start in range(0, len(frame), CHUNK):
         chunk = frame.iloc[start : start + CHUNK]
-        imgs = load_images(chunk) if with_images else [None] * len(chunk)
+        imgs = (
+            images.load_optional(chunk["image_path"], chunk["has_image"])
+            if with_images
+            else [None] * len(chunk)
+        )
         parts.append(predict(chunk["text"].tolist(), imgs))
     return np.concatenate(parts) if parts else np.zeros((0, 0))
 

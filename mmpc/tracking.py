@@ -171,11 +171,6 @@ def pip_requirements() -> list[str]:
     return [r for r in reqs if "extra ==" not in r]
 
 
-def wait_ready(name: str, version: str, timeout: float = 300) -> ModelVersion:
-    client = MlflowClient()
-    return client.get_model_version(name, version)
-
-
 def log_pyfunc(
     code_file: Path,
     artifacts: dict[str, str],

@@ -209,12 +209,7 @@ def embed_rows(
     """Frozen-backbone embeddings of catalog rows: one per text model, and the image features."""
     texts = frame["text"].tolist()
     text_embs = [runner.run(texts)[1] for runner in text_runners]
-    imgs = []
-    for path, has in zip(frame["image_path"], frame["has_image"], strict=True):
-        try:
-            imgs.append(images.load_file(path) if has else None)
-        except (OSError, images.ImageDecodeError):
-            imgs.append(None)
+    imgs = images.load_optional(frame["image_path"], frame["has_image"])
     return text_embs, image_runner.run(imgs)[1]
 
 
