@@ -1,0 +1,139 @@
+"""The published ensemble shares one backbone pass with the fusion head only when the weights are
+really the same, and falls back to the fusion model's own backbones (with a warning) when not."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmpc import ensemble, stacking
+from mmpc.models import store
+from mmpc.models.fusion import FusionHead
+from mmpc.models.image import ImageClassifier
+from mmpc.models.text import TextClassifier, build_backbone
+from mmpc.models.tokenizer import special_token_ids, train_wordpiece
+from mmpc.requests import ParsedRequest
+
+CODES = [10, 40, 50]
+TEXTS = ["livre roman poche", "console jeu portable", "manette sans fil"] * 20
+
+
+def _text_folder(folder, seed: int):
+    torch.manual_seed(seed)
+    tok = train_wordpiece(TEXTS, 200)
+    cfg = {
+        "hidden_size": 16,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+        "max_position_embeddings": 40,
+    }
+    model = TextClassifier(
+        build_backbone(None, "camembert", cfg, len(tok), special_token_ids(tok)), 3, "cls", 16
+    )
+    tok.save_pretrained(folder / "tokenizer")
+    model.backbone.config.save_pretrained(folder / "backbone")
+    return store.save_weights(
+        folder,
+        model,
+        {"kind": "text", "codes": CODES, "head": "cls", "max_len": 16, "dropout": 0.1, "hidden_size": 16},
+    )
+
+
+def _image_folder(folder):
+    torch.manual_seed(0)
+    return store.save_weights(
+        folder,
+        ImageClassifier("test_byobnet", 3),
+        {"kind": "image", "codes": CODES, "arch": "test_byobnet", "transform": {"img_size": 32}},
+    )
+
+
+def _fusion_folder(folder, inputs: dict):
+    head = FusionHead([16], image_dim=256, num_classes=3)
+    for name, src in inputs.items():
+        shutil.copytree(src, folder / "inputs" / name)
+    store.save_weights(
+        folder,
+        head,
+        {
+            "kind": "fusion",
+            "codes": CODES,
+            "text": ["text"],
+            "image": "image",
+            "mode": "concat",
+            "dim": 16,
+            "dropout": 0.1,
+            "text_dims": [16],
+            "image_dim": 256,
+            "input_weights_sha256": {n: store.read_meta(f)["weights_sha256"] for n, f in inputs.items()},
+        },
+    )
+
+
+def _booster(tmp_path, members):
+    names = stacking.feature_names(members, CODES)
+    X = np.random.default_rng(0).random((60, len(names)))
+    booster = lgb.train(
+        {"objective": "multiclass", "num_class": 3, "verbosity": -1},
+        lgb.Dataset(X, np.arange(60) % 3, feature_name=names),
+        3,
+    )
+    (tmp_path / "b").mkdir()
+    return stacking.save(booster, tmp_path / "b")
+
+
+@pytest.fixture
+def members(tmp_path):
+    _text_folder(tmp_path / "text", seed=0)
+    _image_folder(tmp_path / "image")
+    return {"text": tmp_path / "text", "image": tmp_path / "image"}
+
+
+def _request():
+    img = Image.new("RGB", (40, 40), (200, 10, 10))
+    return ParsedRequest(["console jeu", "livre"], [img, None], ["ok", "missing"])
+
+
+def test_identical_backbones_run_once_for_both_heads(tmp_path, members):
+    _fusion_folder(tmp_path / "fusion", members)
+    order = {**members, "fusion": tmp_path / "fusion"}
+    folder = ensemble.build(tmp_path / "ens", order, {}, _booster(tmp_path, list(order)), CODES, top_k=2)
+    assert not (folder / "members" / "fusion" / "inputs").exists()  # only the head is bundled
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        predictor = ensemble.EnsemblePredictor(folder)
+    assert "fusion" in predictor.fusions and "fusion" not in predictor.separate
+    out = predictor.predict(_request())
+    assert list(out["image_status"]) == ["ok", "missing"] and out["prdtypecode"].isin(CODES).all()
+
+
+def test_different_weights_are_caught_and_run_separately(tmp_path, members):
+    # The fusion model was built on another training of the text model: same architecture, other weights.
+    _text_folder(tmp_path / "other_text", seed=1)
+    _fusion_folder(tmp_path / "fusion", {"text": tmp_path / "other_text", "image": members["image"]})
+    order = {**members, "fusion": tmp_path / "fusion"}
+    folder = ensemble.build(tmp_path / "ens", order, {}, _booster(tmp_path, list(order)), CODES, top_k=2)
+    assert (folder / "members" / "fusion" / "inputs" / "text").is_dir()  # its own backbones are bundled
+    with pytest.warns(UserWarning, match="frozen backbones differ"):
+        predictor = ensemble.EnsemblePredictor(folder)
+    assert "fusion" in predictor.separate and "fusion" not in predictor.fusions
+    request = _request()
+    probs = predictor.level1_probabilities(request.texts, request.images)
+    assert np.isnan(probs["fusion"][1]).all() and np.isfinite(probs["fusion"][0]).all()
+
+
+def test_a_booster_for_other_members_is_refused(tmp_path, members):
+    _fusion_folder(tmp_path / "fusion", members)
+    order = {**members, "fusion": tmp_path / "fusion"}
+    folder = ensemble.build(
+        tmp_path / "ens", order, {}, _booster(tmp_path, ["text", "image"]), CODES, top_k=2
+    )
+    with pytest.raises(store.ModelFolderError, match="do not match the members"):
+        ensemble.EnsemblePredictor(folder)
