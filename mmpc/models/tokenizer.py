@@ -29,7 +29,9 @@ def train_wordpiece(
     tok.normalizer = normalizers.Sequence(steps)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL.values()))
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=list(SPECIAL.values()), show_progress=False
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     bos, eos = SPECIAL["bos_token"], SPECIAL["eos_token"]
     # Every sequence starts with <s>: the heads classify from the first token.
