@@ -67,60 +67,47 @@ class _Stop(Exception):
     pass
 
 
-def test_fit_resumed_from_a_mid_epoch_checkpoint_matches_an_uninterrupted_fit(tmp_path):
+def test_fit_resumed_from_a_mid_epoch_checkpoint_matches_an_uninterrupted_fit(tmp_path, monkeypatch):
     cfg = TrainConfig(epochs=4, lr=1e-2, patience=10, checkpoint_every_steps=5, batch_size=32)
     data = _toy_problem()
+    cpu = torch.device("cpu")
     torch.manual_seed(0)
     reference = _Toy()
-    train, valid = _loaders(data)
-    ref_result = fit(reference, train, valid, cfg, device=torch.device("cpu"))
+    ref_result = fit(reference, *_loaders(data), cfg, device=cpu)
 
-    torch.manual_seed(0)
-    model = _Toy()
-    train, valid = _loaders(data)
+    ckpt = tmp_path / "ckpt"
     logged: list[int] = []
 
-    def stop_in_epoch_two(metrics, step):
-        logged.append(step)
+    def fit_with_checkpoints(model):
+        return fit(
+            model,
+            *_loaders(data),
+            cfg,
+            device=cpu,
+            checkpoint_dir=ckpt,
+            log_metrics=lambda metrics, step: logged.append(step),
+        )
 
-    # Interrupt: run 1 epoch + part of the second by cutting the epochs, then resume with the full config.
+    # Interrupt mid-way through epoch 2: the 4th checkpoint comes after the epoch-1 one and two
+    # mid-epoch ones.
     calls = {"n": 0}
     original = checkpoint.save
 
     def save_then_maybe_stop(*args, **kwargs):
         original(*args, **kwargs)
         calls["n"] += 1
-        if calls["n"] == 4:  # after the epoch-1 checkpoint and two mid-epoch ones
+        if calls["n"] == 4:
             raise _Stop
 
-    ckpt = tmp_path / "ckpt"
-    checkpoint.save = save_then_maybe_stop
-    try:
+    torch.manual_seed(0)
+    with monkeypatch.context() as mp:
+        mp.setattr(checkpoint, "save", save_then_maybe_stop)
         with pytest.raises(_Stop):
-            fit(
-                model,
-                train,
-                valid,
-                cfg,
-                device=torch.device("cpu"),
-                checkpoint_dir=ckpt,
-                log_metrics=stop_in_epoch_two,
-            )
-    finally:
-        checkpoint.save = original
+            fit_with_checkpoints(_Toy())
     assert checkpoint.exists(ckpt)
     torch.manual_seed(123)  # a fresh process would start from other RNG states: the checkpoint restores them
     resumed_model = _Toy()
-    train, valid = _loaders(data)
-    result = fit(
-        resumed_model,
-        train,
-        valid,
-        cfg,
-        device=torch.device("cpu"),
-        checkpoint_dir=ckpt,
-        log_metrics=stop_in_epoch_two,
-    )
+    result = fit_with_checkpoints(resumed_model)
     assert logged == [1, 2, 3, 4]  # every epoch logged once
     assert result.epochs_run == ref_result.epochs_run
     for a, b in zip(reference.state_dict().values(), resumed_model.state_dict().values(), strict=True):
