@@ -1,12 +1,16 @@
 """Prefect flows: ``train_level1``, ``train_fusion``, ``stack_and_publish`` and ``retrain``.
 
-``retrain`` is the whole pipeline: check the catalog -> train each level-1 model -> fusion ->
-stack -> publish and promote, all nested under one MLflow parent run, with a markdown summary
-artifact in Prefect.
+``retrain`` is the whole pipeline as tasks: check catalog -> train each level-1 model -> fusion ->
+stack (with its test evaluation) -> promote, all nested under one MLflow parent run, with a markdown
+summary artifact in Prefect. A model whose inputs did not change is not trained again: the step
+finds its registered version through MLflow tags (see ``mmpc.pipeline.training_key``), which works
+on any machine and after Prefect's own result store is gone. Prefect's result cache is not used for
+the same purpose because a cached result can name a model version deleted from the registry since.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -14,12 +18,30 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+from prefect.futures import wait
+from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
 
+from flows.report import summary_markdown
 from mmpc import pipeline
 from mmpc.recipe import Recipe, load_recipe
 
 # Faults worth a retry: the tracking server or object store briefly unreachable.
 TRANSIENT = (ConnectionError, TimeoutError)
+_TRANSIENT_TEXT = (
+    "connection refused",
+    "max retries exceeded",
+    "timed out",
+    "could not connect",
+    "connection reset",
+    "503",
+    "502",
+    "504",
+)
+# Backoff before retry n: factor * 2**n seconds (10 s, 20 s by default), jittered by Prefect.
+RETRY_BACKOFF = float(os.environ.get("MMPC_RETRY_BACKOFF_SECONDS", "10"))
 
 
 def _transient(task_, task_run, state) -> bool:
@@ -27,34 +49,41 @@ def _transient(task_, task_run, state) -> bool:
         state.result()
     except TRANSIENT:
         return True
-    except Exception as exc:  # MLflow wraps connection failures in its own exception
+    except Exception as exc:  # MLflow and boto3 wrap connection failures in their own exceptions
         text = str(exc).lower()
-        return any(
-            s in text for s in ("connection refused", "max retries exceeded", "timed out", "503", "502")
-        )
+        return any(s in text for s in _TRANSIENT_TEXT)
     return False
+
+
+RETRYING = {
+    "cache_policy": NO_CACHE,
+    "retries": 2,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=RETRY_BACKOFF),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": _transient,
+}
 
 
 def _recipe(recipe: str, overrides: dict[str, Any] | None) -> Recipe:
     return load_recipe(recipe, overrides)
 
 
-@task(name="check-catalog", cache_policy=NO_CACHE)
-def check_catalog(catalog: str, recipe: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def _catalog(catalog: str, recipe: Recipe, workdir: str):
+    return pipeline.open_catalog(catalog, recipe, workdir)
+
+
+@task(name="check-catalog", **RETRYING)
+def check_catalog(
+    catalog: str, recipe: str, overrides: dict[str, Any] | None = None, workdir: str = "mmpc-work"
+) -> dict[str, Any]:
     """Validate the catalog before any training; a broken catalog stops the flow here."""
-    cat = pipeline.open_catalog(catalog, _recipe(recipe, overrides))
+    cat = _catalog(catalog, _recipe(recipe, overrides), workdir)
     counts = cat.frame["split"].value_counts().to_dict()
     get_run_logger().info("catalog %s: %d products, splits %s", cat.name, len(cat.frame), counts)
     return {"name": cat.name, "rows": len(cat.frame), "splits": counts, "fingerprint": cat.fingerprint()}
 
 
-@task(
-    name="train-model",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[10, 60],
-    retry_condition_fn=_transient,
-)
+@task(name="train-model", task_run_name="train-{model}", **RETRYING)
 def train_model(
     catalog: str,
     recipe: str,
@@ -63,26 +92,58 @@ def train_model(
     overrides: dict[str, Any] | None = None,
     parent_run_id: str | None = None,
     input_versions: dict[str, str] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
+    """Train, evaluate and register one level-1 model, or reuse the version trained on the same
+    inputs. A retry after a crash resumes from the training's last checkpoint."""
     r = _recipe(recipe, overrides)
     result = pipeline.train_level1(
-        pipeline.open_catalog(catalog, r),
+        _catalog(catalog, r, workdir),
         r,
         model,
         Path(workdir),
         parent_run_id=parent_run_id,
         input_versions=input_versions,
+        reuse=not force,
     )
     return asdict(result)
 
 
-@task(
-    name="stack-and-publish",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[10, 60],
-    retry_condition_fn=_transient,
-)
+@task(name="train-model-on-pool", task_run_name="train-{model}-on-pool", cache_policy=NO_CACHE)
+def train_model_on_pool(
+    deployment: str,
+    catalog: str,
+    recipe: str,
+    model: str,
+    workdir: str,
+    overrides: dict[str, Any] | None = None,
+    input_versions: dict[str, str] | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Run the ``train_level1`` deployment (a GPU work pool) for one model and wait for it; the
+    version it registered is then found through MLflow, so no result storage is shared."""
+    params = {
+        "model": model,
+        "catalog": catalog,
+        "recipe": recipe,
+        "workdir": workdir,
+        "overrides": overrides,
+        "input_versions": input_versions,
+        "force": force,
+    }
+    run = run_deployment(deployment, parameters=params, flow_run_name=f"train-{model}", as_subflow=True)
+    if not run.state or not run.state.is_completed():
+        raise RuntimeError(
+            f"{deployment} for {model}: flow run {run.id} ended {run.state and run.state.name}"
+        )
+    r = _recipe(recipe, overrides)
+    found = pipeline.find_level1(_catalog(catalog, r, workdir), r, model, input_versions)
+    if found is None:
+        raise RuntimeError(f"{deployment} for {model}: flow run {run.id} completed but registered nothing")
+    return asdict(found)
+
+
+@task(name="stack-and-publish", **RETRYING)
 def publish(
     catalog: str,
     recipe: str,
@@ -90,12 +151,31 @@ def publish(
     versions: dict[str, str],
     overrides: dict[str, Any] | None = None,
     parent_run_id: str | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
+    """Stack the level-1 versions, evaluate on ``test`` and publish mmpc-ensemble (@candidate), or
+    reuse the ensemble already published from the same members and data."""
     r = _recipe(recipe, overrides)
     result = pipeline.stack_and_publish(
-        pipeline.open_catalog(catalog, r), r, Path(workdir), versions, parent_run_id=parent_run_id
+        _catalog(catalog, r, workdir),
+        r,
+        Path(workdir),
+        versions,
+        parent_run_id=parent_run_id,
+        promote=False,
+        reuse=not force,
     )
     return asdict(result)
+
+
+@task(name="promote", **RETRYING)
+def promote(
+    catalog: str, recipe: str, workdir: str, version: str, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Move @champion to the new ensemble when it is at least as good on the same test split."""
+    r = _recipe(recipe, overrides)
+    decision = pipeline.promote_version(_catalog(catalog, r, workdir), Path(workdir), version)
+    return asdict(decision)
 
 
 @flow(name="train_level1", log_prints=True)
@@ -105,9 +185,11 @@ def train_level1(
     recipe: str = "demo",
     workdir: str = "mmpc-work",
     overrides: dict[str, Any] | None = None,
+    input_versions: dict[str, str] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Train, evaluate and register one text or image level-1 model."""
-    return train_model(catalog, recipe, model, workdir, overrides)
+    """Train, evaluate and register one level-1 model (fusion models name their input versions)."""
+    return train_model(catalog, recipe, model, workdir, overrides, None, input_versions, force)
 
 
 @flow(name="train_fusion", log_prints=True)
@@ -132,35 +214,56 @@ def stack_and_publish(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Stack registered level-1 versions, publish mmpc-ensemble, promote it if it is at least as good."""
-    return publish(catalog, recipe, workdir, versions, overrides)
+    published = publish(catalog, recipe, workdir, versions, overrides)
+    decision = promote(catalog, recipe, workdir, published["version"], overrides)
+    return {**published, **decision}
 
 
-def summary_markdown(
-    catalog: dict[str, Any], results: dict[str, dict], published: dict[str, Any], tracking_uri: str
-) -> str:
-    lines = [
-        f"# mmpc retrain: {catalog['name']}",
-        f"{catalog['rows']} products, fingerprint `{catalog['fingerprint'][:12]}`,",
-        f"splits {catalog['splits']}",
-        "",
-        "| model | registered version | test macro-F1 |",
-        "|---|---|---|",
-    ]
-    for name, res in results.items():
-        score = res["metrics"].get("test_macro_f1", float("nan"))
-        lines.append(f"| {name} | mmpc-{name} v{res['version']} | {score:.4f} |")
-    lines.append(
-        f"| **stack** | mmpc-ensemble v{published['version']} | **{published['scores']['stack']:.4f}** |"
-    )
-    decision = "promoted to @champion" if published["promoted"] else "kept as @candidate"
-    lines += [
-        "",
-        f"**Decision:** mmpc-ensemble v{published['version']} {decision}: {published['reason']}.",
-        f"Current champion: v{published['champion_version']}.",
-        "",
-        f"MLflow: `{tracking_uri}`, stacking run `{published['run_id']}`.",
-    ]
-    return "\n".join(lines)
+def _use_api(api_url: str) -> None:
+    os.environ["PREFECT_API_URL"] = api_url
+
+
+def _train_stage(
+    names: list[str],
+    inputs_of: dict[str, dict[str, str] | None],
+    common: dict[str, Any],
+    parent: str,
+    parallel: int,
+    level1_deployment: str | None,
+) -> dict[str, dict]:
+    """Train ``names`` (independent of each other), one after the other, ``parallel`` at a time in
+    worker processes of this machine, or each as a run of ``level1_deployment`` on its work pool."""
+    if level1_deployment:
+        with ThreadPoolTaskRunner(max_workers=max(len(names), 1)) as runner:
+            futures = {
+                n: runner.submit(
+                    train_model_on_pool,
+                    {"deployment": level1_deployment, "model": n, "input_versions": inputs_of[n], **common},
+                )
+                for n in names
+            }
+            wait(list(futures.values()))
+            return {n: f.result() for n, f in futures.items()}
+    if parallel > 1 and len(names) > 1:
+        # Processes, not threads: each training owns its RNG, torch threads and MLflow run. They
+        # report to this flow's Prefect API, also when it is an ephemeral or test server.
+        api_url = str(get_client(sync_client=True).api_url)
+        pool = ProcessPoolTaskRunner(
+            max_workers=min(parallel, len(names)), initializer=_use_api, initargs=(api_url,)
+        )
+        with pool as runner:
+            futures = {
+                n: runner.submit(
+                    train_model,
+                    {"model": n, "input_versions": inputs_of[n], "parent_run_id": parent, **common},
+                )
+                for n in names
+            }
+            wait(list(futures.values()))
+            return {n: f.result() for n, f in futures.items()}
+    return {
+        n: train_model(model=n, input_versions=inputs_of[n], parent_run_id=parent, **common) for n in names
+    }
 
 
 @flow(name="retrain", log_prints=True)
@@ -170,36 +273,53 @@ def retrain(
     workdir: str = "mmpc-work",
     models: list[str] | None = None,
     overrides: dict[str, Any] | None = None,
+    parallel: int = 1,
+    level1_deployment: str | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """The whole pipeline on a catalog: data check, level-1 models, fusion, stacking, promotion."""
+    """The whole pipeline on a catalog (a folder or ``s3://bucket/prefix``): data check, level-1
+    models (``parallel`` at a time on this machine, or on a work pool through
+    ``level1_deployment``), fusion, stacking, promotion. Unchanged steps reuse their registered
+    versions unless ``force``."""
     logger = get_run_logger()
     r = _recipe(recipe, overrides)
     base, fusions = pipeline.level1_order(r, models)
-    summary = check_catalog(catalog, recipe, overrides)
-    cat = pipeline.open_catalog(catalog, r)
+    summary = check_catalog(catalog, recipe, overrides, workdir)
+    cat = _catalog(catalog, r, workdir)
     parent = pipeline.start_pipeline_run(cat, r, Path(workdir))
+    common = {
+        "catalog": catalog,
+        "recipe": recipe,
+        "workdir": workdir,
+        "overrides": overrides,
+        "force": force,
+    }
     ok = False
+    published: dict[str, Any] = {}
     try:
-        results: dict[str, dict] = {}
-        for name in base:
-            results[name] = train_model(catalog, recipe, name, workdir, overrides, parent_run_id=parent)
+        results = _train_stage(base, dict.fromkeys(base), common, parent, parallel, level1_deployment)
         versions = {n: res["version"] for n, res in results.items()}
-        for name in fusions:
-            cfg = r.models[name]
-            inputs = {n: versions[n] for n in [*cfg.text, cfg.image] if n in versions}
-            results[name] = train_model(
-                catalog, recipe, name, workdir, overrides, parent_run_id=parent, input_versions=inputs
+        fusion_inputs = {
+            n: {m: versions[m] for m in [*r.models[n].text, r.models[n].image] if m in versions}
+            for n in fusions
+        }
+        results.update(_train_stage(fusions, fusion_inputs, common, parent, parallel, level1_deployment))
+        versions = {n: res["version"] for n, res in results.items()}
+        for name, res in results.items():
+            logger.info(
+                "%s: mmpc-%s v%s %s", name, name, res["version"], "reused" if res["reused"] else "trained"
             )
-        versions = {n: res["version"] for n, res in results.items()}
-        published = publish(catalog, recipe, workdir, versions, overrides, parent_run_id=parent)
+        published = publish(catalog, recipe, workdir, versions, overrides, parent_run_id=parent, force=force)
+        published.update(promote(catalog, recipe, workdir, published["version"], overrides))
         ok = True
     finally:
         pipeline.end_pipeline_run(
-            parent, ok, {"stack_test_macro_f1": published["scores"]["stack"]} if ok else None
+            parent,
+            ok,
+            {"stack_test_macro_f1": published["scores"]["stack"]} if ok else None,
+            tags={"mmpc.ensemble_version": published["version"]} if ok else None,
         )
-    import mlflow
-
-    markdown = summary_markdown(summary, results, published, mlflow.get_tracking_uri())
+    markdown = summary_markdown(summary, results, published, parent)
     create_markdown_artifact(
         markdown, key="retrain-summary", description="test macro-F1 and promotion decision"
     )

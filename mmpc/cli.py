@@ -67,18 +67,26 @@ def cmd_train(args) -> int:
 
     distributed.init_from_env()  # under torchrun: one process per GPU (or CPU gloo processes)
     recipe = _recipe(args)
-    catalog = pipeline.open_catalog(args.catalog, recipe)
+    catalog = pipeline.open_catalog(args.catalog, recipe, args.workdir)
     tracking.configure(args.workdir)
     inputs = {n: str(tracking.resolve(n, ref).version) for n, ref in _versions(args.inputs).items()}
     try:
-        result = pipeline.train_level1(catalog, recipe, args.model, Path(args.workdir), input_versions=inputs)
+        result = pipeline.train_level1(
+            catalog, recipe, args.model, Path(args.workdir), input_versions=inputs, reuse=not args.force
+        )
     finally:
         distributed.shutdown()
     if result is None:  # a non-zero rank: rank 0 reports
         return 0
     print(
         json.dumps(
-            {"model": result.name, "version": result.version, "run_id": result.run_id, **result.metrics},
+            {
+                "model": result.name,
+                "version": result.version,
+                "run_id": result.run_id,
+                "reused": result.reused,
+                **result.metrics,
+            },
             indent=1,
         )
     )
@@ -89,12 +97,12 @@ def cmd_stack(args) -> int:
     from mmpc import pipeline, tracking
 
     recipe = _recipe(args)
-    catalog = pipeline.open_catalog(args.catalog, recipe)
+    catalog = pipeline.open_catalog(args.catalog, recipe, args.workdir)
     tracking.configure(args.workdir)
     refs = _versions(args.models) or {n: "@candidate" for n in recipe.models}
     versions = {n: str(tracking.resolve(n, ref).version) for n, ref in refs.items()}
     result = pipeline.stack_and_publish(
-        catalog, recipe, Path(args.workdir), versions, promote=not args.no_promote
+        catalog, recipe, Path(args.workdir), versions, promote=not args.no_promote, reuse=not args.force
     )
     print(result.table)
     decision = "promoted" if result.promoted else "not promoted"
@@ -163,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VERSION",
         help="fusion only: registered versions (or @alias) of its text and image models",
     )
+    p.add_argument("--force", action="store_true", help="train even if a version with the same inputs exists")
     with_recipe(p)
     with_workdir(p)
     p.set_defaults(func=cmd_train)
@@ -176,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="level-1 versions to stack (default: every recipe model @candidate)",
     )
     p.add_argument("--no-promote", action="store_true", help="register as @candidate only")
+    p.add_argument("--force", action="store_true", help="publish even if the same ensemble exists")
     with_recipe(p)
     with_workdir(p)
     p.set_defaults(func=cmd_stack)

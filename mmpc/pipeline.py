@@ -23,7 +23,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 import mmpc
-from mmpc import ensemble, images, promotion, stacking, tracking
+from mmpc import ensemble, images, locations, promotion, stacking, tracking
 from mmpc.catalog import Catalog, read_catalog
 from mmpc.models.runners import Level1Predictor
 from mmpc.recipe import FusionModelConfig, ImageModelConfig, Recipe, TextModelConfig
@@ -39,12 +39,17 @@ PYFUNC_DIR = Path(mmpc.__file__).resolve().parent / "pyfunc"
 CHUNK = 256  # catalog rows decoded and predicted at a time: bounded memory on 85k-product catalogs
 
 
+TRAIN_KEY_TAG = "mmpc.train_key"
+PUBLISH_KEY_TAG = "mmpc.publish_key"
+
+
 @dataclass
 class Level1Result:
     name: str
     version: str
     run_id: str
     metrics: dict[str, float] = field(default_factory=dict)
+    reused: bool = False  # an earlier version trained on the same inputs was found and kept
 
 
 @dataclass
@@ -56,6 +61,7 @@ class PublishResult:
     promoted: bool
     reason: str
     champion_version: str | None
+    reused: bool = False
 
 
 def code_version() -> str:
@@ -73,8 +79,71 @@ def code_version() -> str:
     return f"{mmpc.__version__}+{sha}" if sha else mmpc.__version__
 
 
-def open_catalog(path: str | Path, recipe: Recipe) -> Catalog:
-    return read_catalog(path, splits=recipe.split_spec(), images=recipe.catalog.images)
+def open_catalog(path: str | Path, recipe: Recipe, workdir: str | Path | None = None) -> Catalog:
+    """A catalog folder, or an ``s3://bucket/prefix`` mirrored under ``<workdir>/catalogs`` first."""
+    local = locations.materialize(path, Path(workdir or ".") / "catalogs")
+    return read_catalog(local, splits=recipe.split_spec(), images=recipe.catalog.images)
+
+
+def _digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def training_key(
+    catalog: Catalog, recipe: Recipe, name: str, input_versions: dict[str, str] | None = None
+) -> str:
+    """Everything a level-1 model's training and reported scores depend on: its recipe section,
+    the seed, the code version, the label set, the content of the splits it reads, and for fusion
+    the versions of its inputs. Equal keys mean an equal model, whatever machine trained it."""
+    return _digest(
+        {
+            "model": recipe.to_dict()["models"][name],
+            "seed": recipe.seed,
+            "code": code_version(),
+            "labels": list(catalog.labels.codes),
+            "data": {s: catalog.fingerprint([s]) for s in ("train", "valid", "test")},
+            "inputs": {n: str(v) for n, v in (input_versions or {}).items()},
+        }
+    )
+
+
+def publish_key(catalog: Catalog, recipe: Recipe, versions: dict[str, str]) -> str:
+    """What a published ensemble depends on: its members, the stacking and ensemble recipes, the
+    seed, the code version and the content of the ``stack`` and ``test`` splits."""
+    cfg = recipe.to_dict()
+    return _digest(
+        {
+            "members": {n: str(v) for n, v in versions.items()},
+            "stacking": cfg["stacking"],
+            "ensemble": cfg["ensemble"],
+            "seed": recipe.seed,
+            "code": code_version(),
+            "labels": list(catalog.labels.codes),
+            "data": {s: catalog.fingerprint([s]) for s in ("stack", "test")},
+        }
+    )
+
+
+def find_level1(
+    catalog: Catalog, recipe: Recipe, name: str, input_versions: dict[str, str] | None = None
+) -> Level1Result | None:
+    """The registered version of ``name`` trained on exactly these inputs, if there is one."""
+    return _reused_level1(name, training_key(catalog, recipe, name, input_versions))
+
+
+def promote_version(catalog: Catalog, workdir: Path, version: str) -> promotion.Decision:
+    """The promotion step on its own: ``mmpc-ensemble`` ``version`` against the current champion."""
+    tracking.configure(workdir)
+    return decide_promotion(catalog, tracking.resolve("ensemble", version))
+
+
+def _reused_level1(name: str, key: str) -> Level1Result | None:
+    mv = tracking.find_version(name, TRAIN_KEY_TAG, key)
+    if mv is None:
+        return None
+    metrics = dict(MlflowClient().get_run(mv.run_id).data.metrics) if mv.run_id else {}
+    log.info("%s: inputs unchanged, reusing %s v%s (run %s)", name, mv.name, mv.version, mv.run_id)
+    return Level1Result(name, str(mv.version), mv.run_id or "", metrics, reused=True)
 
 
 def predict_rows(
@@ -133,10 +202,14 @@ def start_pipeline_run(catalog: Catalog, recipe: Recipe, workdir: Path, run_name
     return run.info.run_id
 
 
-def end_pipeline_run(run_id: str, ok: bool, metrics: dict[str, float] | None = None) -> None:
+def end_pipeline_run(
+    run_id: str, ok: bool, metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None
+) -> None:
     client = MlflowClient()
     for key, value in (metrics or {}).items():
         client.log_metric(run_id, key, value)
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, key, value)
     client.set_terminated(run_id, status="FINISHED" if ok else "FAILED")
 
 
@@ -217,12 +290,14 @@ def train_level1(
     *,
     parent_run_id: str | None = None,
     input_versions: dict[str, str] | None = None,
+    reuse: bool = True,
 ) -> Level1Result | None:
     """Train one level-1 model on ``train`` (early stopping on ``valid``), evaluate it on ``valid`` and
     ``test``, log it as a pyfunc and register it as ``mmpc-<name>`` (alias ``candidate``).
 
-    Under torchrun every rank trains; rank 0 alone logs, evaluates and registers (other ranks return
-    None).
+    With ``reuse``, a registered version whose training key (see ``training_key``) matches is
+    returned instead of training again. Under torchrun every rank trains; rank 0 alone logs,
+    evaluates and registers (other ranks return None).
     """
     tracking.configure(workdir)
     cfg = recipe.model(name)
@@ -232,9 +307,17 @@ def train_level1(
     # initialised by two processes at once).
     exp = tracking.experiment_id(catalog.name, workdir) if distributed.is_main() else None
     distributed.barrier()
+    key = training_key(catalog, recipe, name, input_versions)
+    if reuse and (found := _reused_level1(name, key)) is not None:
+        return found if distributed.is_main() else None
     train, valid, test = catalog.split("train"), catalog.split("valid"), catalog.split("test")
     codes = list(catalog.labels.codes)
-    tags = {**_run_tags(recipe, catalog, "level1"), "mmpc.model": name, "mmpc.kind": cfg.kind}
+    tags = {
+        **_run_tags(recipe, catalog, "level1"),
+        "mmpc.model": name,
+        "mmpc.kind": cfg.kind,
+        TRAIN_KEY_TAG: key,
+    }
     ckpt = checkpoint_folder(workdir, catalog, recipe, name, input_versions)
     resume_id, registered = _resumable_run(ckpt)
     if not distributed.is_main():
@@ -304,6 +387,7 @@ def train_level1(
                 **data_tags,
                 "mmpc.kind": cfg.kind,
                 "mmpc.run_id": run.info.run_id,
+                TRAIN_KEY_TAG: key,
                 "valid_macro_f1": f"{scores['valid_macro_f1']:.6f}",
                 "test_macro_f1": f"{scores['test_macro_f1']:.6f}",
                 **({f"mmpc.input.{n}": v for n, v in versions.items()} if cfg.kind == "fusion" else {}),
@@ -368,10 +452,17 @@ def stack_and_publish(
     *,
     parent_run_id: str | None = None,
     promote: bool = True,
+    reuse: bool = True,
 ) -> PublishResult:
     """Stack the given level-1 versions on the ``stack`` split, score everything on ``test``, publish
-    the ensemble as ``mmpc-ensemble`` (@candidate) and move @champion if it is at least as good."""
+    the ensemble as ``mmpc-ensemble`` (@candidate) and, with ``promote``, move @champion if it is at
+    least as good. With ``reuse``, an ensemble already published from the same members, recipe and
+    data (see ``publish_key``) is returned instead of a new version."""
     tracking.configure(workdir)
+    key = publish_key(catalog, recipe, versions)
+    if reuse and (found := tracking.find_version("ensemble", PUBLISH_KEY_TAG, key)) is not None:
+        log.info("ensemble: members and data unchanged, reusing %s v%s", found.name, found.version)
+        return _published(catalog, found, promote, list(versions), reused=True)
     seed_everything(recipe.seed)
     device = resolve_device(recipe.device)
     exp = tracking.experiment_id(catalog.name, workdir)
@@ -381,6 +472,7 @@ def stack_and_publish(
     tags = {
         **_run_tags(recipe, catalog, "stack"),
         **{f"mmpc.member.{n}": str(v) for n, v in versions.items()},
+        PUBLISH_KEY_TAG: key,
     }
     with (
         mlflow.start_run(experiment_id=exp, run_name="stack", parent_run_id=parent_run_id, tags=tags) as run,
@@ -450,31 +542,51 @@ def stack_and_publish(
                 "test_macro_f1": f"{scores['stack']:.6f}",
                 "cv_macro_f1": f"{fitted.cv_macro_f1:.6f}",
                 **{f"mmpc.member.{n}": str(v) for n, v in versions.items()},
+                PUBLISH_KEY_TAG: key,
             },
         )
-        if promote:
-            decision = promotion.promote_if_better(mv, scores["stack"], _rescore(catalog, test))
-        else:
-            current = promotion.champion(mv.name)
-            decision = promotion.Decision(False, "promotion not asked", current and str(current.version))
-        promoted, reason = decision.promoted, decision.reason
-        mlflow.set_tags({"mmpc.promoted": str(promoted), "mmpc.promotion_reason": reason})
-        log.info(
-            "%s v%s: %s (%s)",
-            mv.name,
-            mv.version,
-            "promoted to @champion" if promoted else "not promoted",
-            reason,
-        )
-        return PublishResult(
-            str(mv.version),
-            run.info.run_id,
-            scores,
-            table,
-            promoted,
-            reason,
-            decision.champion_version,
-        )
+    return _published(catalog, mv, promote, members)
+
+
+def _published(
+    catalog: Catalog, mv: ModelVersion, promote: bool, members: list[str], reused: bool = False
+) -> PublishResult:
+    """The scores of a published ensemble (from its stacking run), and the promotion decision."""
+    metrics = MlflowClient().get_run(mv.run_id).data.metrics
+    scores = {n: metrics[f"test_macro_f1.{n}"] for n in [*members, "stack"]}
+    decision = decide_promotion(catalog, mv) if promote else _no_promotion(mv)
+    return PublishResult(
+        str(mv.version),
+        mv.run_id,
+        scores,
+        stacking.table(scores),
+        decision.promoted,
+        decision.reason,
+        decision.champion_version,
+        reused=reused,
+    )
+
+
+def _no_promotion(mv: ModelVersion) -> promotion.Decision:
+    current = promotion.champion(mv.name)
+    return promotion.Decision(False, "promotion not asked", current and str(current.version))
+
+
+def decide_promotion(catalog: Catalog, mv: ModelVersion) -> promotion.Decision:
+    """Move @champion to ``mv`` when its test macro-F1 is at least the champion's on this catalog's
+    test split; the decision is recorded on the version's stacking run."""
+    score = float(mv.tags["test_macro_f1"])
+    decision = promotion.promote_if_better(mv, score, _rescore(catalog, catalog.split("test")))
+    MlflowClient().set_tag(mv.run_id, "mmpc.promoted", str(decision.promoted))
+    MlflowClient().set_tag(mv.run_id, "mmpc.promotion_reason", decision.reason)
+    log.info(
+        "%s v%s: %s (%s)",
+        mv.name,
+        mv.version,
+        "promoted to @champion" if decision.promoted else "not promoted",
+        decision.reason,
+    )
+    return decision
 
 
 def level1_order(recipe: Recipe, names: Sequence[str] | None = None) -> tuple[list[str], list[str]]:

@@ -106,6 +106,8 @@ def promote_if_better(mv: ModelVersion, score: float, rescore: Callable[[ModelVe
         if current is None:
             _crown(mv.name, str(mv.version))
             return Decision(True, "no champion yet", str(mv.version))
+        if str(current.version) == str(mv.version):
+            return Decision(False, f"v{mv.version} is already the champion", str(mv.version))
         if current.tags.get(TEST_FP_TAG) == mv.tags.get(TEST_FP_TAG) and "test_macro_f1" in current.tags:
             best, basis = float(current.tags["test_macro_f1"]), "same test split"
         else:

@@ -53,6 +53,28 @@ def configure(workdir: str | Path) -> str:
     return uri
 
 
+def ui_base() -> str | None:
+    """Where people open the MLflow UI: ``MLFLOW_UI_URL``, else a tracking server's own address."""
+    base = os.environ.get("MLFLOW_UI_URL") or mlflow.get_tracking_uri()
+    return base.rstrip("/") if base.startswith(("http://", "https://")) else None
+
+
+def run_link(run_id: str) -> str:
+    """A markdown link to a run in the MLflow UI, or its id when there is no UI address."""
+    base = ui_base()
+    if not base:
+        return f"run `{run_id}`"
+    exp = MlflowClient().get_run(run_id).info.experiment_id
+    return f"[run {run_id[:8]}]({base}/#/experiments/{exp}/runs/{run_id})"
+
+
+def version_link(model: str, version: str) -> str:
+    name = model if model.startswith(REGISTRY_PREFIX) else registered_name(model)
+    base = ui_base()
+    text = f"{name} v{version}"
+    return f"[{text}]({base}/#/models/{name}/versions/{version})" if base else text
+
+
 def is_local_store(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
@@ -171,6 +193,44 @@ def pip_requirements() -> list[str]:
     return [r for r in reqs if "extra ==" not in r]
 
 
+class ArtifactUploadError(RuntimeError):
+    """A logged model's files did not all reach the artifact store; nothing was registered."""
+
+
+def _local_files(artifacts: dict[str, str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for path in artifacts.values():
+        root = Path(path)
+        files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+        for f in files:
+            out[f.relative_to(root.parent).as_posix()] = f.stat().st_size
+    return out
+
+
+def _remote_files(client: MlflowClient, model_id: str, path: str | None = None) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in client.list_logged_model_artifacts(model_id, path):
+        if item.is_dir:
+            out.update(_remote_files(client, model_id, item.path))
+        else:
+            out[item.path] = item.file_size or 0
+    return out
+
+
+def verify_logged_model(model_id: str, artifacts: dict[str, str]) -> None:
+    """Every local file of the model is in the artifact store with its size, and so is ``MLmodel``."""
+    remote = _remote_files(MlflowClient(), model_id)
+    missing = ["MLmodel"] if "MLmodel" not in remote else []
+    for rel, size in _local_files(artifacts).items():
+        if not any(path.endswith("/" + rel) and remote[path] == size for path in remote):
+            missing.append(rel)
+    if missing:
+        raise ArtifactUploadError(
+            f"logged model {model_id}: {len(missing)} file(s) missing or incomplete in the artifact "
+            f"store, e.g. {missing[:5]}; not registered"
+        )
+
+
 def log_pyfunc(
     code_file: Path,
     artifacts: dict[str, str],
@@ -183,7 +243,9 @@ def log_pyfunc(
 ) -> ModelVersion:
     """Log a models-from-code pyfunc into the active run and register it as ``mmpc-<model>``.
 
-    The registered version gets the ``candidate`` alias and the given tags.
+    The version is created only after the artifact store holds every file of the model, with its
+    tags in the same call, so no registered version points at missing files or lacks its tags. It
+    gets the ``candidate`` alias.
     """
     name = registered_name(model)
     info = mlflow.pyfunc.log_model(
@@ -193,16 +255,28 @@ def log_pyfunc(
         signature=signature,
         input_example=input_example,
         pip_requirements=pip_requirements(),
-        registered_model_name=name,
         model_config=model_config,
     )
-    version = str(info.registered_model_version)
+    verify_logged_model(info.model_id, artifacts)
+    mv = mlflow.register_model(info.model_uri, name, tags=dict(tags or {}))
+    version = str(mv.version)
     client = MlflowClient()
-    for key, value in (tags or {}).items():
-        client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, CANDIDATE, version)
     log.info("registered %s version %s (@%s)", name, version, CANDIDATE)
     return client.get_model_version(name, version)
+
+
+def find_version(model: str, tag: str, value: str) -> ModelVersion | None:
+    """The newest registered version of ``mmpc-<model>`` whose tag ``tag`` equals ``value``."""
+    name = registered_name(model)
+    try:
+        found = MlflowClient().search_model_versions(f"name = '{name}' and tags.`{tag}` = '{value}'")
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    ready = [mv for mv in found if mv.status == "READY"]
+    return max(ready, key=lambda mv: int(mv.version)) if ready else None
 
 
 def resolve(model: str, ref: str | int) -> ModelVersion:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from mmpc import images, requests, text
-from mmpc.recipe import RecipeError, load_recipe, parse_overrides
+from mmpc.recipe import RecipeError, StackingConfig, load_recipe, parse_overrides
 
 
 def _b64(img: Image.Image, fmt: str = "PNG") -> str:
@@ -109,6 +109,14 @@ def test_recipes_load_and_override():
     assert paper.models["flaubert"].train.lr == pytest.approx(3e-5)
     assert paper.models["camembert"].pretrained == "camembert-base"
     assert paper.models["seresnext"].arch == "legacy_seresnext50_32x4d"
+
+
+def test_the_paper_stacker_is_the_default():
+    """The paper's recipe spells out its LightGBM stacker, and a recipe without one gets the same."""
+    paper = load_recipe("paper").stacking
+    assert paper == StackingConfig()
+    assert paper.params["num_leaves"] == 22 and paper.params["min_data_in_leaf"] == 125
+    assert paper.early_stopping_rounds == 100
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,45 @@
+"""The markdown a person reads in the Prefect UI after a ``retrain``: scores, decision, links."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmpc import tracking
+
+
+def summary_markdown(
+    catalog: dict[str, Any], results: dict[str, dict], published: dict[str, Any], parent_run_id: str
+) -> str:
+    champion = published.get("champion_version")
+    lines = [
+        f"# mmpc retrain: {catalog['name']}",
+        "",
+        f"{catalog['rows']} products, fingerprint `{catalog['fingerprint'][:12]}`, "
+        f"splits {catalog['splits']}.",
+        "",
+        "| model | version | test macro-F1 | this run | MLflow run |",
+        "|---|---|---|---|---|",
+    ]
+    for name, res in results.items():
+        score = res["metrics"].get("test_macro_f1", float("nan"))
+        done = "reused (inputs unchanged)" if res.get("reused") else "trained"
+        lines.append(
+            f"| {name} | {tracking.version_link(name, res['version'])} | {score:.4f} | {done} "
+            f"| {tracking.run_link(res['run_id'])} |"
+        )
+    stack_done = "reused (inputs unchanged)" if published.get("reused") else "published"
+    lines.append(
+        f"| **stack** | {tracking.version_link('ensemble', published['version'])} "
+        f"| **{published['scores']['stack']:.4f}** | {stack_done} "
+        f"| {tracking.run_link(published['run_id'])} |"
+    )
+    decision = "promoted to @champion" if published["promoted"] else "not promoted"
+    lines += [
+        "",
+        f"**Decision:** mmpc-ensemble v{published['version']} {decision}: {published['reason']}.",
+        "",
+        f"**Current champion:** {tracking.version_link('ensemble', champion) if champion else 'none'}.",
+        "",
+        f"Pipeline {tracking.run_link(parent_run_id)} in `{tracking.mlflow.get_tracking_uri()}`.",
+    ]
+    return "\n".join(lines)
