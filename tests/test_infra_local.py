@@ -89,6 +89,14 @@ def _tree(pid: int) -> set[int]:
     return out
 
 
+def _started(pid: int) -> str | None:
+    """A process's start time (field 22 of /proc/<pid>/stat): with the pid, who it is (pids recycle)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (FileNotFoundError, IndexError):
+        return None
+
+
 def _listening(pids: set[int]) -> set[tuple[str, int]]:
     """(address, port) of every TCP socket these processes listen on, from /proc."""
     inodes = set()
@@ -206,7 +214,8 @@ def test_model_files_are_objects_in_the_bucket(topology, pipeline, monkeypatch):
     client = pipeline["client"]
     for name in (*LEVEL1, "ensemble"):
         mv = client.get_model_version_by_alias(f"mmpc-{name}", "candidate")
-        location = client.get_logged_model(mv.model_id).artifact_location
+        model_id = mv.model_id or mv.source.removeprefix("models:/")  # MLflow 3: models:/m-<id>
+        location = client.get_logged_model(model_id).artifact_location
         assert location.startswith("mlflow-artifacts:/"), location
         prefix = f"{topo.settings().artifacts_prefix}/{location.split(':/', 1)[1].lstrip('/')}/"
         keys = [
@@ -289,10 +298,10 @@ def test_gpu_work_pool_templates_are_accepted_by_the_prefect_server(topology):
 
 def test_down_stops_everything_frees_the_ports_and_a_new_up_finds_the_data(topology, pipeline):
     topo = topology["topo"]
-    pids = set().union(*(_tree(p) for p in topo.pids().values() if p))
+    processes = {pid: _started(pid) for pid in set().union(*(_tree(p) for p in topo.pids().values() if p))}
     ports = topo.settings().ports
     topo.down()
-    assert not [pid for pid in pids if alive(pid)]
+    assert not [pid for pid, started in processes.items() if alive(pid) and _started(pid) == started]
     assert not [name for name, port in ports.items() if port_open(port)]
     assert not list(Path("/tmp").glob(f"seaweedfs-*-{ports['s3']}.sock"))
     assert not topo.status().healthy

@@ -150,9 +150,8 @@ def test_fusion_and_stack_entry_points_take_the_candidates(runs):
     client = runs["client"]
     fusion = client.get_model_version_by_alias("mmpc-fusion", "candidate")
     for name in LEVEL1:
-        assert (
-            fusion.tags[f"mmpc.input.{name}"]
-            == str(client.get_model_version_by_alias(f"mmpc-{name}", "candidate").version)
+        assert fusion.tags[f"mmpc.input.{name}"] == str(
+            client.get_model_version_by_alias(f"mmpc-{name}", "candidate").version
         )
     champion = client.get_model_version_by_alias("mmpc-ensemble", "champion")
     for name in (*LEVEL1, "fusion"):
