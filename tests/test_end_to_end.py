@@ -4,12 +4,6 @@ then ``mlflow models serve`` on the champion, queried over real HTTP."""
 from __future__ import annotations
 
 import base64
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -17,6 +11,7 @@ import numpy as np
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
+from servers import served_model, user_env
 
 from mmpc.demo_catalog import write_demo_catalog
 from mmpc.labels import RAKUTEN_CODES
@@ -141,65 +136,12 @@ def test_any_subset_of_level1_models_can_be_stacked(pipeline_run):
     assert str(champion.version) == pipeline_run["result"]["ensemble"]["version"]  # untouched
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(pipeline_run):
     """``mlflow models serve`` on models:/mmpc-ensemble@champion, as a user runs it."""
-    port = _free_port()
-    bin_dir = str(Path(sys.executable).parent)
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": pipeline_run["uri"],
-        "PATH": bin_dir + os.pathsep + os.environ["PATH"],
-    }
-    log = open(pipeline_run["workdir"] / "serve.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [
-            os.path.join(bin_dir, "mlflow"),
-            "models",
-            "serve",
-            "-m",
-            "models:/mmpc-ensemble@champion",
-            "--env-manager",
-            "local",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"mlflow models serve exited: {(pipeline_run['workdir'] / 'serve.log').read_text()}"
-            )
-        try:
-            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.5)
-    else:
-        raise TimeoutError("mlflow models serve did not answer /ping within 120 s")
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+    env = user_env(MLFLOW_TRACKING_URI=pipeline_run["uri"])
+    with served_model("models:/mmpc-ensemble@champion", env, pipeline_run["workdir"] / "serve.log") as url:
+        yield url
 
 
 def _invoke(url: str, payload: dict) -> requests.Response:

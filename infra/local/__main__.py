@@ -1,0 +1,67 @@
+"""``python -m infra.local up|down|status|env [--root DIR]``: the local topology from a shell.
+
+eval "$(python -m infra.local env)"     # then mmpc, mlflow and python -m flows use the servers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from infra.local.processes import ServiceError
+from infra.local.topology import DEFAULT_ROOT, Topology
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.local", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--root",
+        help=f"the folder holding every service's data, logs and secrets (default: $MMPC_LOCAL_ROOT "
+        f"or {DEFAULT_ROOT})",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start what is not running; wait until every service answers")
+    for name, default in (("mlflow", "free"), ("prefect", "free"), ("s3", "free"), ("postgres", "free")):
+        up.add_argument(
+            f"--{name}-port", type=int, default=0, help=f"at the first up only (default: {default})"
+        )
+    up.add_argument("--timeout", type=float, default=180, help="seconds each service may take (default 180)")
+    sub.add_parser("down", help="stop every service and free its ports")
+    sub.add_parser("status", help="each service's state, pid, URL and log file; exit 1 unless all are up")
+    env = sub.add_parser("env", help="print export lines for clients (no secrets)")
+    env.add_argument("--s3", action="store_true", help="also the AWS profile for direct bucket access")
+    args = parser.parse_args(argv)
+
+    topo = Topology(args.root)
+    try:
+        if args.command == "up":
+            ports = {n: getattr(args, f"{n}_port") for n in ("mlflow", "prefect", "s3", "postgres")}
+            report = topo.up(ports={k: v for k, v in ports.items() if v}, timeout=args.timeout)
+            print(report.table())
+            started = [s.name for s in report.services if s.started]
+            print(f"\nstarted: {', '.join(started) or 'nothing (already up)'}; {report.seconds:.1f} s")
+            print(f'clients: eval "$(python -m infra.local --root {topo.root} env)"')
+            return 0
+        if args.command == "down":
+            print(f"stopped in {topo.down():.1f} s")
+            return 0
+        if args.command == "status":
+            report = topo.status()
+            if not report.services:
+                print(f"no local topology under {topo.root}")
+                return 1
+            print(report.table())
+            return 0 if report.healthy else 1
+        values = topo.client_env() | (
+            topo.s3_env() | {"S3_ENDPOINT_URL": topo.s3_endpoint} if args.s3 else {}
+        )
+        print("".join(f"export {k}={json.dumps(v)}\n" for k, v in values.items()), end="")
+        return 0
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,403 @@
+"""The production topology on one machine, without containers: PostgreSQL, an S3 server (SeaweedFS),
+an MLflow tracking server using both, and a Prefect server on PostgreSQL, all on 127.0.0.1.
+
+Everything lives under one root folder::
+
+    topology.json      ports and names (nothing secret)
+    client.env         what a client needs: MLFLOW_TRACKING_URI, PREFECT_API_URL
+    secrets/           0700: secrets.json (the source), pgpass, aws/credentials + aws/config, s3.json
+    postgres/ seaweedfs/ mlflow/ prefect/    each service's data, log file and pid file
+
+``up`` is idempotent (a healthy service is left alone), ``down`` stops every process it started and
+frees every port. Secrets are generated at the first ``up`` (or taken from ``MMPC_LOCAL_*``
+environment variables) and reach the services through files named in their environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import string
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from infra.local import processes, servers
+from infra.local.postgres import ADMIN, Postgres
+from infra.local.processes import ServiceError
+from infra.local.seaweedfs import PORT_FLAGS, SeaweedFS, identities
+
+DEFAULT_ROOT = Path(__file__).resolve().parent / ".data"
+PROFILE = "mmpc-local"
+SERVICES = ("postgres", "seaweedfs", "mlflow", "prefect")
+
+# secret name -> environment variable that may provide it at the first `up`
+SECRET_ENV = {
+    "pg_admin_password": "MMPC_LOCAL_PG_ADMIN_PASSWORD",
+    "pg_mlflow_password": "MMPC_LOCAL_PG_MLFLOW_PASSWORD",
+    "pg_prefect_password": "MMPC_LOCAL_PG_PREFECT_PASSWORD",
+    "s3_access_key": "MMPC_LOCAL_S3_ACCESS_KEY",
+    "s3_secret_key": "MMPC_LOCAL_S3_SECRET_KEY",
+}
+
+
+def _generate(name: str) -> str:
+    if name == "s3_access_key":  # the shape of an AWS key id: 20 upper-case letters and digits
+        return "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(20))
+    return secrets.token_urlsafe(30)
+
+
+@dataclass
+class Settings:
+    """What ``topology.json`` holds: ports and names, fixed at the first ``up``."""
+
+    ports: dict[str, int]
+    bucket: str = "mmpc"
+    artifacts_prefix: str = "mlflow"
+
+    @classmethod
+    def fresh(cls, requested: dict[str, int] | None = None, bucket: str = "mmpc") -> Settings:
+        names = ["postgres", "s3", "mlflow", "prefect", *(key for _, key in PORT_FLAGS)]
+        ports: dict[str, int] = {}
+        for name in names:
+            wanted = (requested or {}).get(name) or 0
+            ports[name] = wanted or processes.free_port(set(ports.values()))
+        return cls(ports=ports, bucket=bucket)
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    healthy: bool
+    pid: int | None
+    url: str
+    log_file: str
+    seconds: float = 0.0  # time to become healthy at this `up` (0 when already up)
+    started: bool = False
+
+
+@dataclass
+class Report:
+    services: list[ServiceStatus] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.services) and all(s.healthy for s in self.services)
+
+    def table(self) -> str:
+        rows = [f"{'service':<10} {'state':<6} {'pid':>7} {'start':>6}  {'url':<30} log"]
+        for s in self.services:
+            state = "up" if s.healthy else "down"
+            took = f"{s.seconds:.1f}s" if s.started else "-"
+            rows.append(f"{s.name:<10} {state:<6} {s.pid or '-':>7} {took:>6}  {s.url:<30} {s.log_file}")
+        return "\n".join(rows)
+
+
+class Topology:
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root or os.environ.get("MMPC_LOCAL_ROOT") or DEFAULT_ROOT).resolve()
+
+    # -- files -----------------------------------------------------------------------------------
+    @property
+    def settings_file(self) -> Path:
+        return self.root / "topology.json"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.root / "secrets"
+
+    def settings(self) -> Settings:
+        try:
+            return Settings(**json.loads(self.settings_file.read_text()))
+        except FileNotFoundError:
+            raise ServiceError(f"no local topology under {self.root}: run `up` first") from None
+
+    def secrets(self) -> dict[str, str]:
+        try:
+            return json.loads((self.secrets_dir / "secrets.json").read_text())
+        except FileNotFoundError:
+            raise ServiceError(f"no secrets under {self.secrets_dir}: run `up` first") from None
+
+    def secret_values(self) -> list[str]:
+        """Every secret value, for checks that none leaked into runs, logs or command lines."""
+        return list(self.secrets().values())
+
+    def _write_private(self, path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+
+    def _init_files(self, requested_ports: dict[str, int] | None) -> None:
+        """First `up`: ports, secrets and the files that carry them to the services."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            self.root.chmod(0o711)  # PostgreSQL's own account walks through to postgres/
+        if not self.settings_file.exists():
+            self.settings_file.write_text(
+                json.dumps(asdict(Settings.fresh(requested_ports)), indent=1) + "\n"
+            )
+        if not (self.secrets_dir / "secrets.json").exists():
+            values = {name: os.environ.get(var) or _generate(name) for name, var in SECRET_ENV.items()}
+            self._write_private(self.secrets_dir / "secrets.json", json.dumps(values, indent=1) + "\n")
+        self.secrets_dir.chmod(0o700)
+        st, sec = self.settings(), self.secrets()
+        pg = st.ports["postgres"]
+        self._write_private(
+            self.pgpass,
+            "".join(
+                f"127.0.0.1:{pg}:{db}:{user}:{sec[key]}\n"
+                for db, user, key in (
+                    ("*", ADMIN, "pg_admin_password"),
+                    ("mlflow", "mlflow", "pg_mlflow_password"),
+                    ("prefect", "prefect", "pg_prefect_password"),
+                )
+            ),
+        )
+        self._write_private(
+            self.aws_credentials,
+            f"[{PROFILE}]\naws_access_key_id = {sec['s3_access_key']}\n"
+            f"aws_secret_access_key = {sec['s3_secret_key']}\n",
+        )
+        self._write_private(
+            self.aws_config,
+            f"[profile {PROFILE}]\nregion = us-east-1\nendpoint_url = http://127.0.0.1:{st.ports['s3']}\n"
+            "s3 =\n    addressing_style = path\n",
+        )
+        self._write_private(
+            self.secrets_dir / "s3.json",
+            json.dumps(identities(sec["s3_access_key"], sec["s3_secret_key"]), indent=1),
+        )
+        (self.root / "client.env").write_text(
+            "".join(f"export {k}={v}\n" for k, v in self.client_env().items())
+        )
+
+    @property
+    def pgpass(self) -> Path:
+        return self.secrets_dir / "pgpass"
+
+    @property
+    def aws_credentials(self) -> Path:
+        return self.secrets_dir / "aws" / "credentials"
+
+    @property
+    def aws_config(self) -> Path:
+        return self.secrets_dir / "aws" / "config"
+
+    # -- services --------------------------------------------------------------------------------
+    def _postgres(self) -> Postgres:
+        return Postgres(self.root / "postgres", self.settings().ports["postgres"])
+
+    def _seaweedfs(self) -> SeaweedFS:
+        st = self.settings()
+        ports = {"s3": st.ports["s3"], **{key: st.ports[key] for _, key in PORT_FLAGS}}
+        return SeaweedFS(self.root / "seaweedfs", ports, self.secrets_dir / "s3.json")
+
+    def _mlflow(self) -> servers.HttpService:
+        return servers.mlflow_server(self.root / "mlflow", self.settings().ports["mlflow"])
+
+    def _prefect(self) -> servers.HttpService:
+        return servers.prefect_server(self.root / "prefect", self.settings().ports["prefect"])
+
+    @property
+    def mlflow_url(self) -> str:
+        return self._mlflow().url
+
+    @property
+    def prefect_api_url(self) -> str:
+        return self._prefect().url + "/api"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return self._seaweedfs().endpoint
+
+    @property
+    def artifacts_uri(self) -> str:
+        st = self.settings()
+        return f"s3://{st.bucket}/{st.artifacts_prefix}"
+
+    def client_env(self) -> dict[str, str]:
+        """What mmpc, ``mlflow`` and ``python -m flows`` need to use this topology: no secret, since
+        the MLflow server proxies the artifact store."""
+        return {"MLFLOW_TRACKING_URI": self.mlflow_url, "PREFECT_API_URL": self.prefect_api_url}
+
+    def s3_env(self) -> dict[str, str]:
+        """For direct access to the bucket (boto3, the AWS CLI): the profile, not the keys."""
+        return {
+            "AWS_SHARED_CREDENTIALS_FILE": str(self.aws_credentials),
+            "AWS_CONFIG_FILE": str(self.aws_config),
+            "AWS_PROFILE": PROFILE,
+        }
+
+    def _check_port_free(self, port: int, service: str) -> None:
+        if processes.port_open(port):
+            raise ServiceError(
+                f"{service}: port {port} on 127.0.0.1 is taken by another process; stop it, or pick "
+                f"another root folder (ports are chosen at the first `up`, in {self.settings_file})"
+            )
+
+    def up(self, ports: dict[str, int] | None = None, timeout: float = 180) -> Report:
+        """Start what is not running and wait until everything answers; leaves healthy services be."""
+        t0 = time.monotonic()
+        self._init_files(ports)
+        sec, st = self.secrets(), self.settings()
+        report = Report()
+        key, secret = sec["s3_access_key"], sec["s3_secret_key"]
+
+        # SeaweedFS first: it starts while PostgreSQL initialises
+        weed = self._seaweedfs()
+        weed_pid, weed_started = weed.pid(), False
+        if weed_pid is None:
+            self._check_port_free(weed.ports["s3"], "seaweedfs")
+            weed_pid, weed_started = weed.start(), True
+
+        pg = self._postgres()
+        t = time.monotonic()
+        pg_started = False
+        if not pg.initialised():
+            pg.init(sec["pg_admin_password"])
+        if not pg.running():
+            self._check_port_free(st.ports["postgres"], "postgres")
+            pg.start()
+            pg_started = True
+        pg.wait_healthy(sec["pg_admin_password"], timeout=timeout)
+        pg.ensure_database(sec["pg_admin_password"], "mlflow", sec["pg_mlflow_password"])
+        pg.ensure_database(sec["pg_admin_password"], "prefect", sec["pg_prefect_password"])
+        report.services.append(
+            ServiceStatus(
+                "postgres",
+                True,
+                _postmaster_pid(pg),
+                f"postgresql://127.0.0.1:{st.ports['postgres']}",
+                str(pg.log_file),
+                time.monotonic() - t if pg_started else 0.0,
+                pg_started,
+            )
+        )
+
+        t = time.monotonic()
+        weed.wait_healthy(key, secret, weed_pid, timeout=timeout)
+        weed.ensure_bucket(key, secret, st.bucket)
+        report.services.append(
+            ServiceStatus(
+                "seaweedfs",
+                True,
+                weed_pid,
+                weed.endpoint,
+                str(weed.log_file),
+                time.monotonic() - t if weed_started else 0.0,
+                weed_started,
+            )
+        )
+
+        # MLflow and Prefect migrate their databases at the first start: start both, then wait
+        launched: dict[str, tuple[servers.HttpService, int | None, bool, float]] = {}
+        for svc in (self._mlflow(), self._prefect()):
+            pid = svc.pid()
+            if pid is not None or svc.healthy():
+                launched[svc.name] = (svc, pid, False, time.monotonic())
+                continue
+            self._check_port_free(svc.port, svc.name)
+            if svc.name == "mlflow":
+                pid = servers.start_mlflow(
+                    svc,
+                    db_port=st.ports["postgres"],
+                    pgpass=self.pgpass,
+                    aws_files=(self.aws_credentials, self.aws_config),
+                    profile=PROFILE,
+                    artifacts=self.artifacts_uri,
+                    s3_endpoint=weed.endpoint,
+                )
+            else:
+                pid = servers.start_prefect(svc, db_port=st.ports["postgres"], pgpass=self.pgpass)
+            launched[svc.name] = (svc, pid, True, time.monotonic())
+        for svc, pid, started, t in launched.values():
+            svc.wait_healthy(pid, timeout)
+            report.services.append(
+                ServiceStatus(
+                    svc.name,
+                    True,
+                    svc.pid(),
+                    svc.url,
+                    str(svc.log_file),
+                    time.monotonic() - t if started else 0.0,
+                    started,
+                )
+            )
+        report.seconds = time.monotonic() - t0
+        return report
+
+    def status(self) -> Report:
+        report = Report()
+        if not self.settings_file.exists():
+            return report
+        st = self.settings()
+        pg = self._postgres()
+        pg_up = False
+        if pg.initialised() and pg.running():
+            try:
+                pg.wait_healthy(self.secrets()["pg_admin_password"], timeout=3)
+                pg_up = True
+            except ServiceError:
+                pass
+        report.services.append(
+            ServiceStatus(
+                "postgres",
+                pg_up,
+                _postmaster_pid(pg),
+                f"postgresql://127.0.0.1:{st.ports['postgres']}",
+                str(pg.log_file),
+            )
+        )
+        weed = self._seaweedfs()
+        weed_pid = weed.pid()
+        weed_up = False
+        if weed_pid:
+            try:
+                weed.wait_healthy(
+                    self.secrets()["s3_access_key"], self.secrets()["s3_secret_key"], weed_pid, 3
+                )
+                weed_up = True
+            except ServiceError:
+                pass
+        report.services.append(
+            ServiceStatus("seaweedfs", weed_up, weed_pid, weed.endpoint, str(weed.log_file))
+        )
+        for svc in (self._mlflow(), self._prefect()):
+            report.services.append(
+                ServiceStatus(svc.name, svc.healthy(), svc.pid(), svc.url, str(svc.log_file))
+            )
+        return report
+
+    def down(self) -> float:
+        """Stop every service (the reverse of `up`) and check their ports are free; returns seconds."""
+        t0 = time.monotonic()
+        if not self.settings_file.exists():
+            return 0.0
+        self._prefect().stop()
+        self._mlflow().stop()
+        self._seaweedfs().stop()
+        self._postgres().stop()
+        busy = [f"{name} {port}" for name, port in self.settings().ports.items() if processes.port_open(port)]
+        if busy:
+            raise ServiceError(f"ports still answering after `down`: {', '.join(busy)}")
+        return time.monotonic() - t0
+
+    def pids(self) -> dict[str, int | None]:
+        """The main process of each service (PostgreSQL's postmaster), for checks from outside."""
+        return {
+            "postgres": _postmaster_pid(self._postgres()),
+            "seaweedfs": self._seaweedfs().pid(),
+            "mlflow": self._mlflow().pid(),
+            "prefect": self._prefect().pid(),
+        }
+
+
+def _postmaster_pid(pg: Postgres) -> int | None:
+    try:
+        pid = int((pg.data / "postmaster.pid").read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+    return pid if processes.alive(pid) else None

@@ -1,0 +1,99 @@
+"""Helpers for tests that start real servers or run mmpc the way a user does: free ports,
+``mlflow models serve`` on a registered model, ``mlflow run`` of the project."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    """The environment of a user's shell: this venv's commands first (``mlflow models serve
+    --env-manager local`` runs ``uvicorn`` from PATH), this checkout importable, plus ``extra``."""
+    env = {**os.environ, "PATH": str(BIN) + os.pathsep + os.environ["PATH"]}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def served_model(
+    model_uri: str, env: Mapping[str, str], log_path: Path, timeout: float = 120
+) -> Iterator[str]:
+    """``mlflow models serve -m model_uri`` on a free port, as a user runs it; yields its URL."""
+    port = free_port()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [
+                str(BIN / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                model_uri,
+                "--env-manager",
+                "local",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            env=dict(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"mlflow models serve exited: {log_path.read_text()}")
+                try:
+                    if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"mlflow models serve did not answer /ping within {timeout:.0f} s")
+                time.sleep(0.5)
+            yield url
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def mlflow_run(
+    entry: str, params: Mapping[str, object], env: Mapping[str, str], *, experiment: str | None = None
+) -> subprocess.CompletedProcess:
+    """``mlflow run <repo> -e entry -P k=v ... --env-manager local``; output captured."""
+    argv = [str(BIN / "mlflow"), "run", str(REPO), "-e", entry, "--env-manager", "local"]
+    if experiment:
+        argv += ["--experiment-name", experiment]
+    for key, value in params.items():
+        argv += ["-P", f"{key}={value}"]
+    return subprocess.run(argv, env=dict(env), cwd=REPO, capture_output=True, text=True, timeout=900)

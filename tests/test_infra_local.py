@@ -1,0 +1,311 @@
+"""The production topology on 127.0.0.1 (``infra/local``): a real PostgreSQL, a real S3 server
+(SeaweedFS), an MLflow server on both and a Prefect server on PostgreSQL. The demo pipeline runs
+against it through ``mlflow run . -e retrain``; then the runs and versions are read from PostgreSQL,
+the model files from the bucket (boto3, not MLflow), the champion is served from a fresh process,
+and no credential shows up in runs, logs or command lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import boto3
+import psycopg2
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+from servers import REPO, mlflow_run, served_model, user_env
+
+from infra.local import Topology
+from infra.local.processes import alive, port_open
+from mmpc.demo_catalog import write_demo_catalog
+from mmpc.labels import RAKUTEN_CODES
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+LEVEL1 = ("flaubert", "camembert", "seresnext", "fusion")
+# Few epochs: this checks where everything lands, `make demo` shows the quality.
+FAST = (
+    "models.flaubert.train.epochs=2 models.camembert.train.epochs=2 models.seresnext.train.epochs=2 "
+    "models.fusion.train.epochs=3 stacking.num_boost_round=60 stacking.folds=3"
+)
+
+
+@pytest.fixture(scope="module")
+def topology():
+    # Not under pytest's basetemp (mode 0700): as root, PostgreSQL runs as its own account, which
+    # must be able to reach its folder.
+    root = Path(tempfile.mkdtemp(prefix="mmpc-infra-"))
+    topo = Topology(root)
+    try:
+        first = topo.up()
+        second = topo.up()
+        yield {"topo": topo, "first": first, "second": second}
+    finally:
+        topo.down()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pipeline(topology, tmp_path_factory):
+    """``mlflow run . -e retrain`` with MLFLOW_TRACKING_URI and PREFECT_API_URL at the servers."""
+    topo = topology["topo"]
+    work = tmp_path_factory.mktemp("infra-pipeline")
+    catalog = write_demo_catalog(work / "catalog", size=600, seed=11)
+    env = {k: v for k, v in user_env(**topo.client_env()).items() if not k.startswith("AWS_")}
+    t0 = time.monotonic()
+    proc = mlflow_run(
+        "retrain",
+        {"catalog": catalog, "workdir": work / "work", "overrides": FAST},
+        env,
+        experiment="mmpc/catalog",
+    )
+    seconds = time.monotonic() - t0
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    client = MlflowClient(tracking_uri=topo.mlflow_url, registry_uri=topo.mlflow_url)
+    return {"proc": proc, "client": client, "work": work, "env": env, "seconds": seconds}
+
+
+def _tree(pid: int) -> set[int]:
+    """``pid`` and its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        out.add(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def _started(pid: int) -> str | None:
+    """A process's start time (field 22 of /proc/<pid>/stat): with the pid, who it is (pids recycle)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (FileNotFoundError, IndexError):
+        return None
+
+
+def _listening(pids: set[int]) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket these processes listen on, from /proc."""
+    inodes = set()
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except (FileNotFoundError, PermissionError):
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                addr, port = fields[1].split(":")
+                ip = socket.inet_ntoa(bytes.fromhex(addr)[::-1]) if len(addr) == 8 else f"[{addr}]"
+                found.add((ip, int(port, 16)))
+    return found
+
+
+def test_up_is_idempotent_and_every_service_listens_on_loopback_only(topology):
+    topo, first, second = topology["topo"], topology["first"], topology["second"]
+    assert first.healthy and {s.name for s in first.services if s.started} == {
+        "postgres",
+        "seaweedfs",
+        "mlflow",
+        "prefect",
+    }
+    assert second.healthy and not [s.name for s in second.services if s.started]
+    assert {s.name: s.pid for s in second.services} == {s.name: s.pid for s in first.services}
+    assert topo.status().healthy
+    pids = set().union(*(_tree(pid) for pid in topo.pids().values() if pid))
+    sockets = _listening(pids)
+    assert {port for _, port in sockets} >= {topo.settings().ports[k] for k in ("postgres", "s3", "mlflow")}
+    assert {ip for ip, _ in sockets} == {"127.0.0.1"}, sockets
+    # the data of every service under the one root
+    for folder in ("postgres/data", "seaweedfs/data", "prefect/home", "secrets"):
+        assert (topo.root / folder).is_dir()
+    assert (topo.root / "secrets").stat().st_mode & 0o077 == 0
+
+
+def test_runs_and_registered_versions_are_rows_in_postgres(topology, pipeline):
+    topo = topology["topo"]
+    secrets = topo.secrets()
+    port = topo.settings().ports["postgres"]
+    with (
+        psycopg2.connect(
+            host="127.0.0.1",
+            port=port,
+            dbname="mlflow",
+            user="mlflow",
+            password=secrets["pg_mlflow_password"],
+        ) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute(
+            "SELECT r.name, r.status FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id "
+            "WHERE e.name = 'mmpc/catalog'"
+        )
+        runs = cur.fetchall()
+        cur.execute("SELECT name, version FROM model_versions")
+        versions = set(cur.fetchall())
+        cur.execute("SELECT name, alias, version FROM registered_model_aliases")
+        aliases = {(n, a): v for n, a, v in cur.fetchall()}
+    names = [n for n, _ in runs]
+    assert {"retrain", "stack", *LEVEL1} <= set(names)
+    assert {s for _, s in runs} == {"FINISHED"}
+    assert {(f"mmpc-{m}", 1) for m in (*LEVEL1, "ensemble")} <= versions
+    assert aliases[("mmpc-ensemble", "champion")] == 1
+    # the Prefect server's flow runs are rows in its own database
+    with (
+        psycopg2.connect(
+            host="127.0.0.1",
+            port=port,
+            dbname="prefect",
+            user="prefect",
+            password=secrets["pg_prefect_password"],
+        ) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("SELECT f.name, r.state_type FROM flow_run r JOIN flow f ON f.id = r.flow_id")
+        flow_runs = cur.fetchall()
+    assert ("retrain", "COMPLETED") in flow_runs
+
+
+def test_project_run_holds_the_pipeline_run_as_its_child(pipeline):
+    client = pipeline["client"]
+    exp = client.get_experiment_by_name("mmpc/catalog")
+    (project,) = client.search_runs([exp.experiment_id], "tags.`mlflow.project.entryPoint` = 'retrain'")
+    assert project.info.status == "FINISHED"
+    parent = client.get_run(project.data.tags["mmpc.pipeline_run_id"])
+    assert parent.data.tags["mlflow.parentRunId"] == project.info.run_id
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert {r.info.run_name for r in children} == {*LEVEL1, "stack"}
+    assert (
+        project.data.tags["mmpc.registered_version"] == "1" and project.data.tags["mmpc.promoted"] == "True"
+    )
+    # artifacts go through the server's proxy: nothing was written beside the work folder
+    assert exp.artifact_location.startswith("mlflow-artifacts:")
+    assert not (pipeline["work"] / "work" / "mlartifacts").exists()
+
+
+def test_model_files_are_objects_in_the_bucket(topology, pipeline, monkeypatch):
+    topo = topology["topo"]
+    for key, value in topo.s3_env().items():  # boto3 through the AWS profile, not through MLflow
+        monkeypatch.setenv(key, value)
+    s3 = boto3.Session(profile_name=topo.s3_env()["AWS_PROFILE"]).client("s3")
+    bucket = topo.settings().bucket
+    client = pipeline["client"]
+    for name in (*LEVEL1, "ensemble"):
+        mv = client.get_model_version_by_alias(f"mmpc-{name}", "candidate")
+        model_id = mv.model_id or mv.source.removeprefix("models:/")  # MLflow 3: models:/m-<id>
+        location = client.get_logged_model(model_id).artifact_location
+        assert location.startswith("mlflow-artifacts:/"), location
+        prefix = f"{topo.settings().artifacts_prefix}/{location.split(':/', 1)[1].lstrip('/')}/"
+        keys = [
+            o["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for o in page.get("Contents", [])
+        ]
+        files = {k.rsplit("/", 1)[-1] for k in keys}
+        assert "MLmodel" in files and "model.safetensors" in files, (name, keys)
+        if name == "ensemble":
+            assert "booster.txt" in files
+            body = s3.get_object(Bucket=bucket, Key=next(k for k in keys if k.endswith("/booster.txt")))
+            assert body["Body"].read(64).startswith(b"tree")
+
+
+def test_champion_loads_from_the_registry_and_serves_in_a_fresh_process(topology, pipeline):
+    # the serving process gets the tracking URI alone: artifacts come through the server
+    env = pipeline["env"]
+    assert not any(k.startswith("AWS_") for k in env)
+    log = pipeline["work"] / "serve.log"
+    with served_model("models:/mmpc-ensemble@champion", env, log) as url:
+        resp = requests.post(
+            f"{url}/invocations",
+            json={
+                "dataframe_records": [{"designation": "Coussin velours 45x45"}, {"designation": "Console"}]
+            },
+            timeout=60,
+        )
+    assert resp.status_code == 200, resp.text
+    predictions = resp.json()["predictions"]
+    assert len(predictions) == 2 and all(p["prdtypecode"] in RAKUTEN_CODES for p in predictions)
+
+
+def test_no_credential_in_runs_models_logs_or_command_lines(topology, pipeline):
+    topo = topology["topo"]
+    values = topo.secret_values()
+    assert len(values) == 5 and all(len(v) >= 16 for v in values)
+
+    def leaked(text: str) -> bool:
+        return any(v in text for v in values)
+
+    client = pipeline["client"]
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=5000)
+    assert len(runs) >= 7
+    for run in runs:
+        for key, value in (*run.data.params.items(), *run.data.tags.items()):
+            assert not leaked(f"{key}={value}"), f"run {run.info.run_id}: {key}"
+    for model in client.search_registered_models():
+        assert not leaked(json.dumps(model.tags))
+        for mv in client.search_model_versions(f"name = '{model.name}'"):
+            assert not leaked(json.dumps(mv.tags)) and not leaked(mv.source or "")
+    assert not leaked(pipeline["proc"].stdout + pipeline["proc"].stderr)
+    for log in topo.root.glob("*/*.log"):
+        assert not leaked(log.read_text(errors="replace")), log
+    for pid in set().union(*(_tree(p) for p in topo.pids().values() if p)):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except FileNotFoundError:
+            continue
+        assert not leaked(cmdline), cmdline
+
+
+def test_gpu_work_pool_templates_are_accepted_by_the_prefect_server(topology):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with (
+        temporary_settings({PREFECT_API_URL: topology["topo"].prefect_api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        for kind in ("docker", "kubernetes"):
+            template = json.loads((REPO / "infra" / "workpools" / f"gpu-{kind}.json").read_text())
+            pool = client.create_work_pool(
+                WorkPoolCreate(name=f"mmpc-gpu-{kind}", type=kind, base_job_template=template),
+                overwrite=True,
+            )
+            assert pool.base_job_template["variables"]["properties"]["gpu_count"]["default"] == 1
+
+
+def test_down_stops_everything_frees_the_ports_and_a_new_up_finds_the_data(topology, pipeline):
+    topo = topology["topo"]
+    processes = {pid: _started(pid) for pid in set().union(*(_tree(p) for p in topo.pids().values() if p))}
+    ports = topo.settings().ports
+    topo.down()
+    assert not [pid for pid, started in processes.items() if alive(pid) and _started(pid) == started]
+    assert not [name for name, port in ports.items() if port_open(port)]
+    assert not list(Path("/tmp").glob(f"seaweedfs-*-{ports['s3']}.sock"))
+    assert not topo.status().healthy
+    # the registry and the bucket survive a restart
+    assert topo.up().healthy
+    champion = pipeline["client"].get_model_version_by_alias("mmpc-ensemble", "champion")
+    assert str(champion.version) == "1"
