@@ -196,13 +196,19 @@ def log_pyfunc(
         registered_model_name=name,
         model_config=model_config,
     )
-    version = str(info.registered_model_version)
     client = MlflowClient()
-    for key, value in (tags or {}).items():
-        client.set_model_version_tag(name, version, key, value)
-    client.set_registered_model_alias(name, CANDIDATE, version)
-    log.info("registered %s version %s (@%s)", name, version, CANDIDATE)
-    return client.get_model_version(name, version)
+    return complete_version(client.get_model_version(name, str(info.registered_model_version)), tags or {})
+
+
+def complete_version(mv: ModelVersion, tags: dict[str, str]) -> ModelVersion:
+    """Set a new version's tags, then its ``candidate`` alias; repeating it changes nothing, so a
+    process killed half-way through can finish the job."""
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(mv.name, mv.version, key, value)
+    client.set_registered_model_alias(mv.name, CANDIDATE, mv.version)
+    log.info("registered %s version %s (@%s)", mv.name, mv.version, CANDIDATE)
+    return client.get_model_version(mv.name, mv.version)
 
 
 def resolve(model: str, ref: str | int) -> ModelVersion:
