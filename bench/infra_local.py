@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infra.local import Topology  # noqa: E402
+from infra.local import Topology
 
 
 def one_round() -> dict[str, float]:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from mmpc.labels import LabelMap
-from mmpc.text import clean, join
+from mmpc.text import CONTROL, clean, join
 
 logger = logging.getLogger(__name__)
 
@@ -342,7 +342,7 @@ def read_catalog(
     # Only a designation that is blank or holds tags, entities or control characters can clean to
     # nothing; cleaning just those keeps 85k rows fast.
     title = df["designation"]
-    suspect = title.str.contains(r"[<&\x00-\x1f\x7f]") | (title.str.strip() == "")
+    suspect = title.str.contains(r"[<&]") | title.str.contains(CONTROL) | (title.str.strip() == "")
     no_title = pd.Series(
         [bad and not clean(t) for t, bad in zip(title, suspect, strict=True)], index=df.index
     )

@@ -16,11 +16,17 @@ from typing import Literal
 
 from PIL import Image, ImageChops, ImageFile
 
-# A decompression bomb (a tiny file declaring a huge canvas) must fail, not exhaust memory.
-# 4096 x 4096 is far above any product photo; Pillow raises DecompressionBombError past 2x this.
+# A decompression bomb (a tiny file declaring a huge canvas) must fail, not exhaust memory: the
+# declared size is checked before any pixel is decoded, and Pillow's own limit is set to the same
+# figure (it raises DecompressionBombError past twice its limit). 4096 x 4096 is far above any
+# product photo.
 MAX_IMAGE_PIXELS = 4096 * 4096
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Only raster formats a shop photo comes in: Pillow would otherwise also try formats such as EPS,
+# whose loader runs Ghostscript on the bytes.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
 
 ImageStatus = Literal["ok", "missing", "invalid"]
 
@@ -29,25 +35,44 @@ class ImageDecodeError(ValueError):
     """The bytes are not a decodable image (or declare a canvas over the pixel limit)."""
 
 
-def decode(data: bytes) -> Image.Image:
-    """Decode image bytes into an RGB image; raise ImageDecodeError on anything unusable."""
+def looks_like_image(data: bytes) -> bool:
+    """Whether the bytes start like one of the accepted formats (the file signature alone)."""
+    return data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
+def decode(data: bytes, max_side: int | None = None) -> Image.Image:
+    """Decode image bytes into an RGB image; raise ImageDecodeError on anything unusable.
+
+    With ``max_side`` the image is shrunk to fit ``max_side`` x ``max_side`` (JPEGs are decoded at a
+    reduced scale directly), which bounds the memory a request of many large photos can take. The
+    size the file declared is kept in ``info["source_size"]``.
+    """
     if not data:
         raise ImageDecodeError("empty image")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > 2 * MAX_IMAGE_PIXELS:
-                raise ImageDecodeError(f"image of {img.width}x{img.height} exceeds the pixel limit")
+        with Image.open(io.BytesIO(data), formats=FORMATS) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise ImageDecodeError(
+                    f"image of {img.width}x{img.height} exceeds the pixel limit ({MAX_IMAGE_PIXELS})"
+                )
+            source_size = img.size
+            if max_side:
+                img.draft(None, (max_side, max_side))
             img.load()
-            return to_rgb(img)
+            rgb = to_rgb(img)
     except ImageDecodeError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, SyntaxError, ValueError, TypeError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError(f"not a decodable image: {exc}") from exc
+    if max_side:
+        rgb.thumbnail((max_side, max_side))
+    rgb.info["source_size"] = source_size
+    return rgb
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """RGB for every mode: alpha is composited on white, 16-bit and CMYK are converted."""
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, img).convert("RGB")
@@ -57,8 +82,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_file(path: str | Path) -> Image.Image:
-    return decode(Path(path).read_bytes())
+def load_file(path: str | Path, max_side: int | None = None) -> Image.Image:
+    return decode(Path(path).read_bytes(), max_side)
 
 
 def load_optional(paths: Iterable[str], present: Iterable[bool]) -> list[Image.Image | None]:
@@ -72,12 +97,12 @@ def load_optional(paths: Iterable[str], present: Iterable[bool]) -> list[Image.I
     return out
 
 
-def decode_base64(value: str) -> Image.Image:
+def decode_base64(value: str, max_side: int | None = None) -> Image.Image:
     try:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ImageDecodeError(f"image is not valid base64: {exc}") from exc
-    return decode(data)
+    return decode(data, max_side)
 
 
 def trim_border(img: Image.Image, tolerance: int = 12, min_fraction: float = 0.2) -> Image.Image:

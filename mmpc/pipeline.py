@@ -37,10 +37,17 @@ log = logging.getLogger(__name__)
 
 PYFUNC_DIR = Path(mmpc.__file__).resolve().parent / "pyfunc"
 CHUNK = 256  # catalog rows decoded and predicted at a time: bounded memory on 85k-product catalogs
-
-
+CHECKPOINT_TAG = "mmpc.checkpoint"  # a level-1 run's checkpoint key, set when the run is created
 TRAIN_KEY_TAG = "mmpc.train_key"
 PUBLISH_KEY_TAG = "mmpc.publish_key"
+# Run tags a level-1 version carries too: data fingerprints, fusion inputs and the training key.
+_VERSION_TAG_PREFIXES = (
+    "mmpc.catalog",
+    "mmpc.data_fingerprint",
+    "mmpc.fingerprint.",
+    "mmpc.input.",
+    TRAIN_KEY_TAG,
+)
 
 
 @dataclass
@@ -236,18 +243,43 @@ def checkpoint_folder(
     return Path(workdir).resolve() / "checkpoints" / catalog.name / f"{name}-{digest}"
 
 
-def _resumable_run(folder: Path) -> tuple[str | None, ModelVersion | None]:
-    """The MLflow run of an interrupted training, and its registered version if it got that far."""
-    run_id = checkpoint.read_extra(folder).get("mlflow_run_id")
-    if not run_id:
-        return None, None
+def _resumable_run(folder: Path, key: str, experiment: str | None) -> tuple[str | None, ModelVersion | None]:
+    """The MLflow run of an interrupted training, and its registered version if it got that far.
+
+    The checkpoint names its run; a training killed before its first checkpoint is found by the tag
+    its run was created with (an unfinished run of the same checkpoint key) in ``experiment``.
+    """
     client = MlflowClient()
-    try:
-        client.get_run(run_id)
-    except mlflow.exceptions.MlflowException:
+    run_id = checkpoint.read_extra(folder).get("mlflow_run_id")
+    if run_id:
+        try:
+            client.get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            run_id = None
+    if not run_id and experiment:
+        unfinished = client.search_runs(
+            [experiment],
+            f"tags.`{CHECKPOINT_TAG}` = '{key}' and attributes.status != 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        run_id = unfinished[0].info.run_id if unfinished else None
+    if not run_id:
         return None, None
     versions = client.search_model_versions(f"run_id = '{run_id}'")
     return run_id, (versions[0] if versions else None)
+
+
+def _version_tags(run) -> dict[str, str]:
+    """A level-1 version's tags, from its run: data fingerprints, kind, scores, fusion inputs."""
+    tags, metrics = run.data.tags, run.data.metrics
+    return {
+        **{k: v for k, v in tags.items() if k.startswith(_VERSION_TAG_PREFIXES)},
+        "mmpc.kind": tags["mmpc.kind"],
+        "mmpc.run_id": run.info.run_id,
+        "valid_macro_f1": f"{metrics['valid_macro_f1']:.6f}",
+        "test_macro_f1": f"{metrics['test_macro_f1']:.6f}",
+    }
 
 
 def _last_step(run_id: str, metric: str) -> int:
@@ -312,24 +344,30 @@ def train_level1(
         return found if distributed.is_main() else None
     train, valid, test = catalog.split("train"), catalog.split("valid"), catalog.split("test")
     codes = list(catalog.labels.codes)
+    ckpt = checkpoint_folder(workdir, catalog, recipe, name, input_versions)
+    ckpt_key = f"{catalog.name}/{ckpt.name}"
     tags = {
         **_run_tags(recipe, catalog, "level1"),
         "mmpc.model": name,
         "mmpc.kind": cfg.kind,
         TRAIN_KEY_TAG: key,
+        CHECKPOINT_TAG: ckpt_key,
     }
-    ckpt = checkpoint_folder(workdir, catalog, recipe, name, input_versions)
-    resume_id, registered = _resumable_run(ckpt)
+    resume_id, registered = _resumable_run(ckpt, ckpt_key, exp)
     if not distributed.is_main():
         if registered is None:
             with tracking.scratch() as tmp:
                 opts = train_l1.RunOptions(device, recipe.seed, name, checkpoint_dir=ckpt)
                 _fit(cfg, name, train, valid, codes, tmp, input_versions, opts)
         return None
-    if registered is not None:  # killed after registering: that version is the result
+    if registered is not None:  # killed after registering: finish what was left, that version is the result
         log.info("%s: run %s already registered %s v%s", name, resume_id, registered.name, registered.version)
+        client = MlflowClient()
+        run = client.get_run(resume_id)
+        tracking.complete_version(registered, _version_tags(run))
+        if run.info.status != "FINISHED":
+            client.set_terminated(resume_id, "FINISHED")
         shutil.rmtree(ckpt, ignore_errors=True)
-        run = MlflowClient().get_run(resume_id)
         return Level1Result(name, str(registered.version), resume_id, dict(run.data.metrics))
     if resume_id:
         log.info("%s: resuming MLflow run %s from %s", name, resume_id, ckpt)
@@ -346,7 +384,7 @@ def train_level1(
                     **recipe.to_dict()["models"][name],
                 }
             )
-        data_tags = tracking.log_catalog(catalog)
+        tracking.log_catalog(catalog)
         out = tmp / "model"  # where _fit saves the trained folder
         logged_until = _last_step(run.info.run_id, "epoch_valid_macro_f1") if resume_id else 0
 
@@ -383,17 +421,8 @@ def train_level1(
             model=name,
             signature=level1_signature(codes),
             input_example=example,
-            tags={
-                **data_tags,
-                "mmpc.kind": cfg.kind,
-                "mmpc.run_id": run.info.run_id,
-                TRAIN_KEY_TAG: key,
-                "valid_macro_f1": f"{scores['valid_macro_f1']:.6f}",
-                "test_macro_f1": f"{scores['test_macro_f1']:.6f}",
-                **({f"mmpc.input.{n}": v for n, v in versions.items()} if cfg.kind == "fusion" else {}),
-            },
+            tags=_version_tags(MlflowClient().get_run(run.info.run_id)),
         )
-        shutil.rmtree(ckpt, ignore_errors=True)
         log.info(
             "%s: valid macro-F1 %.4f, test macro-F1 %.4f -> %s v%s",
             name,
@@ -402,7 +431,10 @@ def train_level1(
             mv.name,
             mv.version,
         )
-        return Level1Result(name, str(mv.version), run.info.run_id, scores)
+    # The checkpoint (which names the run) goes only once the run is finished: a kill before this
+    # point resumes into the registered-version branch above.
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return Level1Result(name, str(mv.version), run.info.run_id, scores)
 
 
 def _rescore(catalog: Catalog, test: pd.DataFrame) -> Callable[[ModelVersion], float]:

@@ -2,12 +2,19 @@
 
 Columns: ``designation`` (required text), ``description`` (optional text), ``image`` (optional:
 base64 of the image bytes, or a file path under a configured root; URLs are refused, never fetched).
+
+Every request is checked against ``Limits`` before any model runs: a request over a limit, a value of
+the wrong type or an image reference that is not allowed is refused with a message naming the column
+and the row; an image that cannot be used never fails the request (its status says ``invalid``).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pandas as pd
@@ -15,13 +22,44 @@ from PIL import Image
 
 from mmpc import images, text
 
-MAX_TEXT_CHARS = 20_000  # far above any real product text; the tokenizer truncates much earlier anyway
 IMAGE_ROOT_ENV = "MMPC_IMAGE_ROOT"
 REQUEST_COLUMNS = ("designation", "description", "image")
+_URL = re.compile(r"^([a-z][a-z0-9+.-]+:|//|\\\\)", re.IGNORECASE)  # scheme:, //host, \\host
+_DATA_URL = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 
 class RequestError(ValueError):
     """A request breaks the input contract; the message names the column and the row."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may hold. Each has an environment variable (``MMPC_<NAME>``) to change it."""
+
+    max_rows: int = 2_000  # rows per request: a full request stays far inside MLflow's 60 s timeout
+    max_request_mb: float = 64.0  # text and image strings of all rows together
+    max_text_chars: int = 20_000  # per text cell; longer text is cut (the tokenizer keeps far less)
+    max_image_mb: float = 10.0  # per image, decoded bytes; a larger image is `invalid`
+    max_request_megapixels: float = 600.0  # pixels the images of a request declare, together
+    image_max_side: int = 512  # images are shrunk to fit this square on decode; the models see 224
+
+    @classmethod
+    def from_env(cls) -> Limits:
+        values = {}
+        for f in fields(cls):
+            raw = os.environ.get(f"MMPC_{f.name.upper()}")
+            if raw:
+                kind = int if f.type in ("int", int) else float
+                try:
+                    values[f.name] = kind(raw)
+                except ValueError:
+                    raise ValueError(f"MMPC_{f.name.upper()}={raw!r} is not a number") from None
+        return cls(**values)
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(limit, value, environment variable) rows for the documentation."""
+        return [(f.name, f"{getattr(self, f.name):,}", f"MMPC_{f.name.upper()}") for f in fields(self)]
 
 
 @dataclass
@@ -35,40 +73,85 @@ def _is_missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
-def _text(value: object, column: str, row: int, required: bool) -> str:
+def _text(value: object, column: str, row: int, required: bool, limits: Limits) -> str:
     if _is_missing(value):
         if required:
             raise RequestError(f"row {row}: '{column}' is missing")
         return ""
     if not isinstance(value, str):
         raise RequestError(f"row {row}: '{column}' must be text, got {type(value).__name__}")
-    return value[:MAX_TEXT_CHARS]
+    return value[: limits.max_text_chars]
 
 
-def _image(value: object, row: int, root: Path | None) -> tuple[Image.Image | None, str]:
+@dataclass(frozen=True)
+class _ImageRef:
+    kind: str  # missing | bytes | path | invalid
+    data: bytes = b""
+    path: Path | None = None
+
+
+def _base64(value: str) -> bytes | None:
+    """The bytes of strict base64 (line breaks and missing padding allowed), else None."""
+    compact = "".join(value.split())
+    if not _BASE64.fullmatch(compact) or len(compact) % 4 == 1:
+        return None
+    try:
+        return base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _image_ref(value: object, row: int, root: Path | None, limits: Limits) -> _ImageRef:
+    """What an ``image`` cell holds: base64 bytes, or a file path under the image root.
+
+    A value is base64 when it decodes to bytes that start like an image, or decodes and does not
+    look like a path; otherwise a value with ``.``, ``/`` or ``\\`` is a path. URLs are refused.
+    """
     if _is_missing(value) or (isinstance(value, str) and not value.strip()):
-        return None, "missing"
+        return _ImageRef("missing")
     if not isinstance(value, str):
         raise RequestError(f"row {row}: 'image' must be a base64 string, got {type(value).__name__}")
     value = value.strip()
-    if value.lower().startswith(("http://", "https://", "ftp://", "file:")):
+    data_url = _DATA_URL.match(value)
+    if data_url:
+        value = value[data_url.end() :]
+    elif _URL.match(value):
         raise RequestError(
-            f"row {row}: 'image' is a URL; URLs are not fetched, send the image bytes in base64"
+            f"row {row}: 'image' is a URL; URLs are never fetched, send the image bytes in base64"
         )
-    if root is not None and (
-        value.startswith(("/", "./")) or value.lower().endswith((".jpg", ".jpeg", ".png"))
-    ):
-        path = (root / value).resolve()
-        if not path.is_relative_to(root):
-            raise RequestError(f"row {row}: 'image' path is outside the allowed image root")
-        try:
-            return images.load_file(path), "ok"
-        except (OSError, images.ImageDecodeError):
-            return None, "invalid"
+    path_like = any(c in value for c in "./\\")
+    if len(value) * 3 / 4 > limits.max_image_mb * 1e6:
+        return _ImageRef("invalid")  # too large to be decoded
+    data = _base64(value)
+    if data is not None and (images.looks_like_image(data) or not path_like):
+        return _ImageRef("bytes", data)
+    if not path_like or data_url:
+        return _ImageRef("invalid")  # neither an image in base64 nor a path
+    if root is None:
+        raise RequestError(
+            f"row {row}: 'image' looks like a file path; this server reads no files "
+            f"({IMAGE_ROOT_ENV} is not set): send the image bytes in base64"
+        )
     try:
-        return images.decode_base64(value), "ok"
-    except images.ImageDecodeError:
-        return None, "invalid"
+        path = (root / value).resolve()
+    except (OSError, ValueError):  # a NUL byte, a name too long
+        return _ImageRef("invalid")
+    if not path.is_relative_to(root):
+        raise RequestError(f"row {row}: 'image' path is outside the allowed image root")
+    return _ImageRef("path", path=path)
+
+
+def _load(ref: _ImageRef, limits: Limits) -> Image.Image | None:
+    """The decoded image, or None when it cannot be used (status ``invalid``)."""
+    try:
+        if ref.path is not None:
+            # A regular file only: a FIFO or a device under the root would block or never end.
+            if not ref.path.is_file() or ref.path.stat().st_size > limits.max_image_mb * 1e6:
+                return None
+            return images.load_file(ref.path, limits.image_max_side)
+        return images.decode(ref.data, limits.image_max_side)
+    except (OSError, images.ImageDecodeError):
+        return None
 
 
 def image_root() -> Path | None:
@@ -76,24 +159,57 @@ def image_root() -> Path | None:
     return Path(root).resolve() if root else None
 
 
-def parse(frame: pd.DataFrame) -> ParsedRequest:
+def _check_size(frame: pd.DataFrame, limits: Limits) -> None:
+    if len(frame) > limits.max_rows:
+        raise RequestError(
+            f"{len(frame):,} rows in one request; the limit is {limits.max_rows:,} "
+            f"(MMPC_MAX_ROWS): send smaller batches"
+        )
+    total = sum(
+        len(v) for col in REQUEST_COLUMNS if col in frame.columns for v in frame[col] if isinstance(v, str)
+    )
+    if total > limits.max_request_mb * 1e6:
+        raise RequestError(
+            f"request too large: {total / 1e6:.4g} MB of text and images; the limit is "
+            f"{limits.max_request_mb:.4g} MB (MMPC_MAX_REQUEST_MB): send smaller batches"
+        )
+
+
+def parse(frame: pd.DataFrame, limits: Limits | None = None) -> ParsedRequest:
+    """Check every row, then decode the images; raise RequestError naming the column and row."""
     if not isinstance(frame, pd.DataFrame):
         raise RequestError(f"expected a table of products, got {type(frame).__name__}")
     if "designation" not in frame.columns:
         raise RequestError(f"missing required column 'designation' (columns given: {list(frame.columns)})")
+    limits = limits or Limits.from_env()
+    _check_size(frame, limits)
     root = image_root()
     n = len(frame)
     descriptions = frame["description"].tolist() if "description" in frame.columns else [None] * n
     raw_images = frame["image"].tolist() if "image" in frame.columns else [None] * n
-    texts, imgs, status = [], [], []
+    # Every row is checked before any image is decoded: a refused request costs no decoding.
+    texts, refs = [], []
     for row, (title, body, image) in enumerate(
         zip(frame["designation"].tolist(), descriptions, raw_images, strict=True)
     ):
-        title = _text(title, "designation", row, required=True)
+        title = _text(title, "designation", row, required=True, limits=limits)
         if not text.clean(title):
             raise RequestError(f"row {row}: 'designation' is empty")
-        texts.append(text.join(title, _text(body, "description", row, required=False)))
-        img, st = _image(image, row, root)
+        texts.append(text.join(title, _text(body, "description", row, required=False, limits=limits)))
+        refs.append(_image_ref(image, row, root, limits))
+    imgs: list[Image.Image | None] = []
+    status: list[str] = []
+    pixels, budget = 0, limits.max_request_megapixels * 1e6
+    for row, ref in enumerate(refs):
+        img = _load(ref, limits) if ref.kind in ("bytes", "path") else None
+        if img is not None:
+            width, height = img.info.get("source_size", img.size)
+            pixels += width * height
+            if pixels > budget:
+                raise RequestError(
+                    f"row {row}: the request's images exceed {limits.max_request_megapixels:.4g} "
+                    "megapixels in total (MMPC_MAX_REQUEST_MEGAPIXELS): send fewer images per request"
+                )
         imgs.append(img)
-        status.append(st)
+        status.append("missing" if ref.kind == "missing" else "ok" if img is not None else "invalid")
     return ParsedRequest(texts, imgs, status)

@@ -85,6 +85,11 @@ class EnsembleModel(mlflow.pyfunc.PythonModel):
         self.predictor = EnsemblePredictor(context.artifacts["ensemble"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        req = _parse(model_input)
         params = params or {}
-        return self.predictor.predict(req, top_k=params.get("top_k"), explain=bool(params.get("explain")))
+        top_k = params.get("top_k")
+        if top_k is not None and int(top_k) < 1:
+            raise MlflowException(
+                f"params: 'top_k' must be at least 1, got {top_k}", error_code=INVALID_PARAMETER_VALUE
+            )
+        req = _parse(model_input)
+        return self.predictor.predict(req, top_k=top_k, explain=bool(params.get("explain")))

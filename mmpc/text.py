@@ -6,8 +6,10 @@ import html
 import re
 
 _TAG = re.compile(r"<[^>]+>")
-# Control characters other than whitespace carry no meaning for a classifier and upset tokenizers.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Control characters other than whitespace, and invisible formatting (zero-width spaces and joiners,
+# bidi marks, embeddings, overrides and isolates, byte-order marks), carry no meaning for a classifier
+# and upset tokenizers; a title made only of them is empty.
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 
 
 def clean(value: object) -> str:
@@ -23,7 +25,7 @@ def clean(value: object) -> str:
         text = html.unescape(html.unescape(text))
     if "<" in text:
         text = _TAG.sub(" ", text)
-    text = _CONTROL.sub(" ", text)
+    text = CONTROL.sub(" ", text)
     return " ".join(text.split())
 
 

@@ -259,11 +259,18 @@ def log_pyfunc(
     )
     verify_logged_model(info.model_id, artifacts)
     mv = mlflow.register_model(info.model_uri, name, tags=dict(tags or {}))
-    version = str(mv.version)
+    return complete_version(mv, {})
+
+
+def complete_version(mv: ModelVersion, tags: dict[str, str]) -> ModelVersion:
+    """Set a new version's tags, then its ``candidate`` alias; repeating it changes nothing, so a
+    process killed half-way through can finish the job."""
     client = MlflowClient()
-    client.set_registered_model_alias(name, CANDIDATE, version)
-    log.info("registered %s version %s (@%s)", name, version, CANDIDATE)
-    return client.get_model_version(name, version)
+    for key, value in tags.items():
+        client.set_model_version_tag(mv.name, mv.version, key, value)
+    client.set_registered_model_alias(mv.name, CANDIDATE, mv.version)
+    log.info("registered %s version %s (@%s)", mv.name, mv.version, CANDIDATE)
+    return client.get_model_version(mv.name, mv.version)
 
 
 def find_version(model: str, tag: str, value: str) -> ModelVersion | None:

@@ -1,4 +1,6 @@
-"""Shared fixtures: offline settings, the real sample data when present."""
+"""Shared fixtures: offline settings, the real sample data when present, and the platform trained
+once per session (the ``retrain`` flow on a small generated catalog) with ``mlflow models serve`` on
+its champion, used by the end-to-end and the serving robustness tests."""
 
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+# The robustness table of docs/robustness.md: cases declared by the tests, results they observed.
+pytest_plugins = ["robustness"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "rakuten"
 
@@ -20,3 +25,41 @@ SHARED_DATA = REPO.parent / "shared" / "data" / "rakuten"
 def _no_tracking_leak(monkeypatch):
     """A test never writes to a tracking server named by the caller's environment."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory):
+    """The ``retrain`` flow under Prefect's test harness, on a 1,000-product generated catalog, with
+    a temporary MLflow store; trained once per session."""
+    import mlflow
+    from e2e import FAST
+    from prefect.client.orchestration import get_client
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.retrain import retrain
+    from mmpc.demo_catalog import write_demo_catalog
+
+    root = tmp_path_factory.mktemp("e2e")
+    catalog = write_demo_catalog(root / "catalog", size=1000, seed=7)
+    workdir = root / "work"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        with prefect_test_harness():
+            result = retrain(catalog=str(catalog), recipe="demo", workdir=str(workdir), overrides=FAST)
+            with get_client(sync_client=True) as client:
+                artifacts = client.read_artifacts()
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return {"result": result, "workdir": workdir, "catalog": catalog, "uri": uri, "artifacts": artifacts}
+
+
+@pytest.fixture(scope="session")
+def served(pipeline_run):
+    """``mlflow models serve`` on models:/mmpc-ensemble@champion, as a user runs it, with the
+    catalog's image folder as the allowed image root."""
+    from e2e import serve
+
+    env = {"MMPC_IMAGE_ROOT": str(pipeline_run["catalog"] / "images")}
+    with serve("models:/mmpc-ensemble@champion", pipeline_run["uri"], pipeline_run["workdir"], env) as server:
+        yield server

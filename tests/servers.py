@@ -11,12 +11,14 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+TIMEOUT = (5, 120)  # connect, read: a request never hangs a test
 
 
 def free_port() -> int:
@@ -35,11 +37,31 @@ def user_env(**extra: str) -> dict[str, str]:
     return env
 
 
+@dataclass
+class Server:
+    """A running ``mlflow models serve``: its URL, process and log."""
+
+    url: str
+    proc: subprocess.Popen
+    log: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def invoke(self, payload: dict | None = None, body: bytes | None = None) -> requests.Response:
+        """POST /invocations with a JSON payload, or raw bytes sent as JSON."""
+        if body is not None:
+            headers = {"Content-Type": "application/json"}
+            return requests.post(f"{self.url}/invocations", data=body, headers=headers, timeout=TIMEOUT)
+        return requests.post(f"{self.url}/invocations", json=payload, timeout=TIMEOUT)
+
+
 @contextmanager
 def served_model(
     model_uri: str, env: Mapping[str, str], log_path: Path, timeout: float = 120
-) -> Iterator[str]:
-    """``mlflow models serve -m model_uri`` on a free port, as a user runs it; yields its URL."""
+) -> Iterator[Server]:
+    """``mlflow models serve -m model_uri`` on a free port, as a user runs it; stopped (its whole
+    process group) on exit."""
     port = free_port()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
@@ -68,7 +90,7 @@ def served_model(
             deadline = time.monotonic() + timeout
             while True:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"mlflow models serve exited: {log_path.read_text()}")
+                    raise RuntimeError(f"mlflow models serve exited: {log_path.read_text()[-3000:]}")
                 try:
                     if requests.get(f"{url}/ping", timeout=2).status_code == 200:
                         break
@@ -77,7 +99,7 @@ def served_model(
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"mlflow models serve did not answer /ping within {timeout:.0f} s")
                 time.sleep(0.5)
-            yield url
+            yield Server(url, proc, log_path)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from servers import free_port
 
 from mmpc.demo_catalog import write_demo_catalog
 
@@ -27,12 +27,6 @@ RUN_PARAMETERS = {
     "models": ["flaubert"],
     "overrides": {"models.flaubert.train.epochs": 1, "stacking.num_boost_round": 30},
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
@@ -49,7 +43,7 @@ def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 def server(tmp_path_factory):
     """A real Prefect server on loopback with its own home and database; stopped at the end."""
     root = tmp_path_factory.mktemp("prefect")
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,

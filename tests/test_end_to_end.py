@@ -8,46 +8,14 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
-import requests
+from e2e import FAST, LEVEL1, check_predictions
 from mlflow.tracking import MlflowClient
-from servers import served_model, user_env
 
-from mmpc.demo_catalog import write_demo_catalog
 from mmpc.labels import RAKUTEN_CODES
 
 pytestmark = pytest.mark.slow
-
-LEVEL1 = ("flaubert", "camembert", "seresnext", "fusion")
-# Fewer epochs than the demo: this checks the plumbing, `make demo` shows the quality.
-FAST = {
-    "models.seresnext.train.epochs": 3,
-    "models.fusion.train.epochs": 6,
-    "stacking.num_boost_round": 100,
-}
-
-
-@pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory):
-    from prefect.testing.utilities import prefect_test_harness
-
-    from flows.retrain import retrain
-
-    root = tmp_path_factory.mktemp("e2e")
-    catalog = write_demo_catalog(root / "catalog", size=1000, seed=7)
-    workdir = root / "work"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        with prefect_test_harness():
-            result = retrain(catalog=str(catalog), recipe="demo", workdir=str(workdir), overrides=FAST)
-            from prefect.client.orchestration import get_client
-
-            with get_client(sync_client=True) as client:
-                artifacts = client.read_artifacts()
-    uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return {"result": result, "workdir": workdir, "catalog": catalog, "uri": uri, "artifacts": artifacts}
 
 
 def test_every_level1_model_is_registered_with_its_run(pipeline_run):
@@ -86,9 +54,7 @@ def test_level1_artifacts_hold_no_pickled_weights(pipeline_run, tmp_path):
 
 def test_level1_pyfunc_returns_probabilities(pipeline_run):
     model = mlflow.pyfunc.load_model("models:/mmpc-flaubert@candidate")
-    out = model.predict(
-        __import__("pandas").DataFrame({"designation": ["Coussin velours bleu", "Console portable"]})
-    )
+    out = model.predict(pd.DataFrame({"designation": ["Coussin velours bleu", "Console portable"]}))
     assert list(out.columns) == [str(c) for c in RAKUTEN_CODES]
     np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-4)
 
@@ -128,41 +94,14 @@ def test_any_subset_of_level1_models_can_be_stacked(pipeline_run):
     published = pipeline.stack_and_publish(catalog, recipe, pipeline_run["workdir"], versions, promote=False)
     assert set(published.scores) == {"camembert", "seresnext", "stack"} and not published.promoted
     model = mlflow.pyfunc.load_model(f"models:/mmpc-ensemble/{published.version}")
-    out = model.predict(
-        __import__("pandas").DataFrame({"designation": ["Piscine hors sol"], "image": [None]})
-    )
+    out = model.predict(pd.DataFrame({"designation": ["Piscine hors sol"], "image": [None]}))
     assert out["prdtypecode"].iloc[0] in RAKUTEN_CODES and out["image_status"].iloc[0] == "missing"
     champion = MlflowClient().get_model_version_by_alias("mmpc-ensemble", "champion")
     assert str(champion.version) == pipeline_run["result"]["ensemble"]["version"]  # untouched
 
 
-@pytest.fixture(scope="module")
-def served(pipeline_run):
-    """``mlflow models serve`` on models:/mmpc-ensemble@champion, as a user runs it."""
-    env = user_env(MLFLOW_TRACKING_URI=pipeline_run["uri"])
-    with served_model("models:/mmpc-ensemble@champion", env, pipeline_run["workdir"] / "serve.log") as url:
-        yield url
-
-
-def _invoke(url: str, payload: dict) -> requests.Response:
-    return requests.post(f"{url}/invocations", json=payload, timeout=60)
-
-
-def _check_predictions(predictions: list[dict], k: int) -> None:
-    for row in predictions:
-        assert row["prdtypecode"] in RAKUTEN_CODES
-        assert 0.0 <= row["probability"] <= 1.0
-        assert len(row["top_codes"]) == len(row["top_probabilities"]) == k
-        assert row["top_codes"][0] == row["prdtypecode"]
-        assert row["top_probabilities"][0] == pytest.approx(row["probability"])
-        assert row["top_probabilities"] == sorted(row["top_probabilities"], reverse=True)
-        assert all(c in RAKUTEN_CODES for c in row["top_codes"]) and len(set(row["top_codes"])) == k
-        assert sum(row["top_probabilities"]) <= 1.0 + 1e-6
-
-
 def test_served_champion_answers_text_only(served):
-    resp = _invoke(
-        served,
+    resp = served.invoke(
         {
             "dataframe_split": {
                 "columns": ["designation", "description"],
@@ -176,15 +115,14 @@ def test_served_champion_answers_text_only(served):
     assert resp.status_code == 200, resp.text
     predictions = resp.json()["predictions"]
     assert len(predictions) == 2
-    _check_predictions(predictions, k=3)
+    check_predictions(predictions, k=3)
     assert {p["image_status"] for p in predictions} == {"missing"}
 
 
 def test_served_champion_answers_text_and_image(served, pipeline_run):
     image = sorted((pipeline_run["catalog"] / "images" / "image_train").glob("*.jpg"))[0]
     b64 = base64.b64encode(image.read_bytes()).decode()
-    resp = _invoke(
-        served,
+    resp = served.invoke(
         {
             "dataframe_records": [
                 {"designation": "Lot de livres anciens", "description": "", "image": b64},
@@ -196,13 +134,12 @@ def test_served_champion_answers_text_and_image(served, pipeline_run):
     )
     assert resp.status_code == 200, resp.text
     predictions = resp.json()["predictions"]
-    _check_predictions(predictions, k=5)
+    check_predictions(predictions, k=5)
     assert [p["image_status"] for p in predictions] == ["ok", "missing", "invalid"]
 
 
 def test_served_champion_explains_per_model_on_request(served):
-    resp = _invoke(
-        served,
+    resp = served.invoke(
         {"dataframe_records": [{"designation": "Console de jeux portable"}], "params": {"explain": True}},
     )
     assert resp.status_code == 200, resp.text
@@ -220,10 +157,10 @@ def test_stacking_run_logs_shap_figure_and_table2(pipeline_run):
 
 
 def test_served_champion_refuses_a_request_without_designation(served):
-    resp = _invoke(served, {"dataframe_records": [{"description": "sans titre"}]})
+    resp = served.invoke({"dataframe_records": [{"description": "sans titre"}]})
     assert resp.status_code == 400
     assert "designation" in resp.json()["message"]
-    resp = _invoke(served, {"dataframe_records": [{"designation": "ok"}, {"designation": "   "}]})
+    resp = served.invoke({"dataframe_records": [{"designation": "ok"}, {"designation": "   "}]})
     assert resp.status_code == 400 and "row 1" in resp.json()["message"]
     # and the server is still up for the next good request
-    assert _invoke(served, {"dataframe_records": [{"designation": "Piscine tubulaire"}]}).status_code == 200
+    assert served.invoke({"dataframe_records": [{"designation": "Piscine tubulaire"}]}).status_code == 200

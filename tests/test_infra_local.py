@@ -17,7 +17,6 @@ from pathlib import Path
 import boto3
 import psycopg2
 import pytest
-import requests
 from mlflow.tracking import MlflowClient
 from servers import REPO, mlflow_run, served_model, user_env
 
@@ -236,13 +235,9 @@ def test_champion_loads_from_the_registry_and_serves_in_a_fresh_process(topology
     env = pipeline["env"]
     assert not any(k.startswith("AWS_") for k in env)
     log = pipeline["work"] / "serve.log"
-    with served_model("models:/mmpc-ensemble@champion", env, log) as url:
-        resp = requests.post(
-            f"{url}/invocations",
-            json={
-                "dataframe_records": [{"designation": "Coussin velours 45x45"}, {"designation": "Console"}]
-            },
-            timeout=60,
+    with served_model("models:/mmpc-ensemble@champion", env, log) as server:
+        resp = server.invoke(
+            {"dataframe_records": [{"designation": "Coussin velours 45x45"}, {"designation": "Console"}]}
         )
     assert resp.status_code == 200, resp.text
     predictions = resp.json()["predictions"]

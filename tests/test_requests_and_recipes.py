@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 
 import numpy as np
 import pandas as pd
@@ -72,6 +73,78 @@ def test_image_paths_are_confined_to_the_image_root(tmp_path, monkeypatch):
     assert parsed.image_status == ["ok"]
     with pytest.raises(requests.RequestError, match="outside the allowed image root"):
         requests.parse(pd.DataFrame({"designation": ["x"], "image": ["../secret.jpg"]}))
+
+
+def test_base64_photos_stay_photos_when_an_image_root_is_set(tmp_path, monkeypatch):
+    # JPEG base64 starts with "/9j/": it must not be taken for an absolute path.
+    monkeypatch.setenv(requests.IMAGE_ROOT_ENV, str(tmp_path))
+    jpeg = _b64(Image.new("RGB", (30, 30), (10, 200, 30)), "JPEG")
+    assert jpeg.startswith("/9j/")
+    unpadded = jpeg.rstrip("=")
+    wrapped = "\n".join(jpeg[i : i + 76] for i in range(0, len(jpeg), 76))
+    parsed = requests.parse(
+        pd.DataFrame(
+            {"designation": ["x"] * 4, "image": [jpeg, unpadded, wrapped, "data:image/jpeg;base64," + jpeg]}
+        )
+    )
+    assert parsed.image_status == ["ok"] * 4
+
+
+def test_paths_are_refused_without_an_image_root(monkeypatch):
+    monkeypatch.delenv(requests.IMAGE_ROOT_ENV, raising=False)
+    with pytest.raises(requests.RequestError, match=r"row 0: 'image' looks like a file path"):
+        requests.parse(pd.DataFrame({"designation": ["x"], "image": ["photos/a.jpg"]}))
+
+
+def test_special_files_and_symlinks_under_the_root(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    root.mkdir()
+    os.mkfifo(root / "pipe.jpg")  # reading it would block forever
+    (root / "link.jpg").symlink_to(tmp_path / "elsewhere.jpg")
+    monkeypatch.setenv(requests.IMAGE_ROOT_ENV, str(root))
+    assert requests.parse(pd.DataFrame({"designation": ["x"], "image": ["pipe.jpg"]})).image_status == [
+        "invalid"
+    ]
+    with pytest.raises(requests.RequestError, match="outside the allowed image root"):
+        requests.parse(pd.DataFrame({"designation": ["x"], "image": ["link.jpg"]}))
+
+
+def test_limits_refuse_or_cut_and_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("MMPC_MAX_ROWS", "3")
+    monkeypatch.setenv("MMPC_MAX_TEXT_CHARS", "10")
+    limits = requests.Limits.from_env()
+    assert limits.max_rows == 3 and limits.max_text_chars == 10
+    with pytest.raises(
+        requests.RequestError, match=r"4 rows in one request; the limit is 3 \(MMPC_MAX_ROWS\)"
+    ):
+        requests.parse(pd.DataFrame({"designation": ["x"] * 4}))
+    assert requests.parse(pd.DataFrame({"designation": ["abcdefghijklmnop"]})).texts == ["abcdefghij"]
+    tight = requests.Limits(max_request_mb=0.001)
+    with pytest.raises(
+        requests.RequestError,
+        match=r"request too large: 0\.002 MB of text and images; the limit is 0\.001 MB",
+    ):
+        requests.parse(pd.DataFrame({"designation": ["x" * 2000]}), tight)
+    monkeypatch.setenv("MMPC_MAX_ROWS", "many")
+    with pytest.raises(ValueError, match="MMPC_MAX_ROWS='many' is not a number"):
+        requests.Limits.from_env()
+
+
+def test_images_are_shrunk_and_their_declared_pixels_budgeted():
+    big = _b64(Image.new("RGB", (1200, 900), (200, 10, 10)), "JPEG")
+    parsed = requests.parse(pd.DataFrame({"designation": ["x"], "image": [big]}))
+    assert max(parsed.images[0].size) == requests.Limits().image_max_side
+    budget = requests.Limits(max_request_megapixels=2.0)  # two 1.08 MP photos do not fit
+    with pytest.raises(requests.RequestError, match=r"row 1: the request's images exceed 2 megapixels"):
+        requests.parse(pd.DataFrame({"designation": ["x", "y"], "image": [big, big]}), budget)
+    huge = requests.Limits(max_image_mb=0.0001)
+    assert requests.parse(pd.DataFrame({"designation": ["x"], "image": [big]}), huge).image_status == [
+        "invalid"
+    ]
+
+
+def test_pillow_pixel_limit_is_mmpc_s():
+    assert Image.MAX_IMAGE_PIXELS == images.MAX_IMAGE_PIXELS
 
 
 def test_decompression_bomb_is_refused():

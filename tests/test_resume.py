@@ -3,12 +3,11 @@ same MLflow run, with no duplicated metric steps and one registered version."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,14 +113,31 @@ def test_fit_resumed_from_a_mid_epoch_checkpoint_matches_an_uninterrupted_fit(tm
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+# Each run of the command is killed at the next point, resuming from what the previous one left; the
+# last one completes. Together they cover a kill before any checkpoint, right after one, between an
+# epoch's metrics and its checkpoint, during evaluation, around registration and before the run ends.
+KILL_POINTS = (
+    "first-epoch",
+    "after-checkpoint",
+    "epoch-logged",
+    "evaluation",
+    "registration",
+    "alias",
+    "run-end",
+)
+
+
 @pytest.mark.slow
-def test_killed_training_resumes_in_the_same_run(tmp_path):
-    catalog = write_demo_catalog(tmp_path / "catalog", size=600, seed=5)
+@pytest.mark.robustness(
+    "training",
+    "SIGKILL of a level-1 training, then the same command, at 7 points in turn: " + ", ".join(KILL_POINTS),
+    "resumes every time; 1 MLflow run, every epoch logged once, 1 registered version with its tags and alias",
+)
+def test_training_killed_at_each_point_resumes_in_the_same_run(tmp_path, observed):
+    catalog = write_demo_catalog(tmp_path / "catalog", size=400, seed=5)
     workdir = tmp_path / "work"
-    cmd = [
-        sys.executable,
-        "-m",
-        "mmpc.cli",
+    epochs = 3
+    args = [
         "train",
         "flaubert",
         "--catalog",
@@ -129,7 +145,7 @@ def test_killed_training_resumes_in_the_same_run(tmp_path):
         "--workdir",
         str(workdir),
         "--set",
-        "models.flaubert.train.epochs=6",
+        f"models.flaubert.train.epochs={epochs}",
         "--set",
         "models.flaubert.train.batch_size=8",
         "--set",
@@ -138,35 +154,39 @@ def test_killed_training_resumes_in_the_same_run(tmp_path):
         "models.flaubert.train.patience=10",
     ]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
-    ckpts = workdir / "checkpoints" / "catalog"
-    deadline = time.monotonic() + 240
-    # Kill once the first epoch's checkpoint is written (mid-way through the training).
-    while time.monotonic() < deadline and proc.poll() is None:
-        # Only the live checkpoint folder: its .tmp/.old siblings are written and removed meanwhile.
-        states = [p for p in ckpts.glob("flaubert-*/state.json") if "." not in p.parent.name]
-        try:
-            if states and json.loads(states[0].read_text())["state"]["epoch"] >= 2:
-                break
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.01)
-    assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "resuming" in done.stderr
-
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    ckpts = workdir / "checkpoints" / "catalog"
+    for point in KILL_POINTS:
+        killed = subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("kill_at.py")), point, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert killed.returncode == -signal.SIGKILL, (point, killed.returncode, killed.stderr[-3000:])
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        runs = client.search_runs([client.get_experiment_by_name("mmpc/catalog").experiment_id])
+        assert len(runs) == 1, (point, [r.info.status for r in runs])
+    done = subprocess.run(
+        [sys.executable, "-m", "mmpc.cli", *args], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("mmpc/catalog").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     history = client.get_metric_history(runs[0].info.run_id, "epoch_valid_macro_f1")
-    assert sorted(m.step for m in history) == [1, 2, 3, 4, 5, 6]
+    assert sorted(m.step for m in history) == list(range(1, epochs + 1))
     versions = client.search_model_versions("name = 'mmpc-flaubert'")
     assert len(versions) == 1 and versions[0].run_id == runs[0].info.run_id
+    version = client.get_model_version_by_alias("mmpc-flaubert", "candidate")
+    assert version.version == versions[0].version
+    assert float(version.tags["test_macro_f1"]) == pytest.approx(
+        runs[0].data.metrics["test_macro_f1"], abs=1e-6
+    )
     assert not list(ckpts.glob("flaubert-*"))  # checkpoints go once the model is registered
+    observed(
+        f"{len(KILL_POINTS)} kills, then a clean finish: {len(runs)} run ({runs[0].info.status}), "
+        f"epochs logged {sorted(m.step for m in history)}, {len(versions)} version (@candidate, tagged)"
+    )

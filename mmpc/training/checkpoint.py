@@ -35,6 +35,7 @@ class TrainState:
     stale: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0  # training time before the last checkpoint, over every resumed process
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:

@@ -169,11 +169,13 @@ def fit(
         step_model = torch.compile(step_model)
     main = distributed.is_main()
 
+    started, seconds_before = time.perf_counter(), state.seconds
+
     def save_checkpoint() -> None:
         if checkpoint_dir is not None and main:
+            state.seconds = seconds_before + time.perf_counter() - started
             checkpoint.save(checkpoint_dir, state, model, optimizer, scheduler, best_state)
 
-    started = time.perf_counter()
     while state.epoch <= cfg.epochs and state.stale < cfg.patience:
         epoch = state.epoch
         if sampler:
@@ -247,5 +249,9 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     return FitResult(
-        state.best_epoch, state.best_f1, len(state.history), state.history, time.perf_counter() - started
+        state.best_epoch,
+        state.best_f1,
+        len(state.history),
+        state.history,
+        seconds_before + time.perf_counter() - started,
     )
