@@ -23,7 +23,7 @@ from mmpc.labels import RAKUTEN_CODES
 
 pytestmark = pytest.mark.slow
 
-LEVEL1 = ("flaubert", "camembert", "seresnext", "fusion")
+LEVEL1 = ("flaubert", "camembert", "tfidf", "seresnext", "fusion")
 # Fewer epochs than the demo: this checks the plumbing, `make demo` shows the quality.
 FAST = {
     "models.seresnext.train.epochs": 3,
