@@ -110,6 +110,27 @@ def cmd_stack(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from mmpc import evaluation, pipeline
+    from mmpc.training.engine import resolve_device
+
+    recipe = _recipe(args)
+    catalog = pipeline.open_catalog(args.catalog, recipe)
+    ref = args.version if args.version is not None else args.alias
+    result = evaluation.run_evaluation(
+        args.model,
+        ref,
+        catalog,
+        args.split,
+        Path(args.workdir),
+        device=resolve_device(recipe.device),
+        worst=args.worst,
+        out=Path(args.out) if args.out else None,
+    )
+    print(evaluation.table(result))
+    return 0
+
+
 def cmd_promote(args) -> int:
     from mmpc import promotion, tracking
 
@@ -190,6 +211,22 @@ def build_parser() -> argparse.ArgumentParser:
     with_workdir(p)
     p.set_defaults(func=cmd_stack)
 
+    p = sub.add_parser(
+        "evaluate",
+        help="score a registered version (level-1 or ensemble) on a catalog split; logs an evaluation run",
+    )
+    p.add_argument("--model", required=True, help="registered model: mmpc-<name> or <name>")
+    ref = p.add_mutually_exclusive_group(required=True)
+    ref.add_argument("--version", help="version number")
+    ref.add_argument("--alias", help="alias, e.g. champion or candidate")
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--split", default="test", help="train, valid, stack, test or all (default: test)")
+    p.add_argument("--worst", type=int, default=10, help="how many worst confusions to list (default: 10)")
+    p.add_argument("--out", help="also write the figures and CSVs into this folder")
+    with_recipe(p)
+    with_workdir(p)
+    p.set_defaults(func=cmd_evaluate)
+
     p = sub.add_parser("promote", help="move @champion to a registered version (same test split required)")
     p.add_argument("version")
     p.add_argument("--model", default="ensemble", help="registered model, without the mmpc- prefix")
@@ -211,9 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     from mmpc.promotion import PromotionError
     from mmpc.recipe import RecipeError
 
+    errors: tuple[type[Exception], ...] = (CatalogError, RecipeError, PromotionError)
+    if args.command == "evaluate":
+        from mmpc.evaluation import EvaluationError
+
+        errors += (EvaluationError,)
     try:
         return args.func(args)
-    except (CatalogError, RecipeError, PromotionError) as exc:
+    except errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -38,6 +38,44 @@ RAKUTEN_CODES: tuple[int, ...] = (
     2905,
 )
 
+# The challenge publishes codes only. These short names describe what the products under each code
+# are (read off the catalog's own titles); figures and reports show them beside the codes.
+RAKUTEN_NAMES: dict[int, str] = {
+    10: "used books",
+    40: "video games, imports",
+    50: "gaming accessories",
+    60: "game consoles",
+    1140: "figurines, pop culture",
+    1160: "trading cards",
+    1180: "miniatures, role-play",
+    1280: "children's toys",
+    1281: "board games",
+    1300: "RC models, drones",
+    1301: "baby socks, slippers",
+    1302: "outdoor toys",
+    1320: "childcare",
+    1560: "furniture",
+    1920: "cushions, home linen",
+    1940: "grocery",
+    2060: "decoration, lighting",
+    2220: "pet supplies",
+    2280: "magazines",
+    2403: "book and comic lots",
+    2462: "used games, consoles",
+    2522: "stationery",
+    2582: "garden furniture",
+    2583: "pool and spa",
+    2585: "garden tools",
+    2705: "new books",
+    2905: "PC games, download",
+}
+
+
+def describe(code: int) -> str:
+    """``"2583 pool and spa"``; the bare code for a code without a known name."""
+    name = RAKUTEN_NAMES.get(int(code))
+    return f"{code} {name}" if name else str(code)
+
 
 @dataclass(frozen=True)
 class LabelMap:

@@ -26,12 +26,13 @@ import mmpc
 from mmpc import ensemble, images, locations, promotion, stacking, tracking
 from mmpc.catalog import Catalog, read_catalog
 from mmpc.models.runners import Level1Predictor
-from mmpc.recipe import FusionModelConfig, ImageModelConfig, Recipe, TextModelConfig
+from mmpc.recipe import FusionModelConfig, ImageModelConfig, Recipe, TextModelConfig, TfidfModelConfig
 from mmpc.serving import ensemble_signature, level1_signature
 from mmpc.training import checkpoint, distributed
 from mmpc.training import level1 as train_l1
 from mmpc.training.engine import FitResult, resolve_device, seed_everything
 from mmpc.training.metrics import macro_f1
+from mmpc.training.tfidf import train_tfidf
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +304,8 @@ def _fit(
         return train_l1.train_text(cfg, train, valid, codes, out, opts), {}
     if isinstance(cfg, ImageModelConfig):
         return train_l1.train_image(cfg, train, valid, codes, out, opts), {}
+    if isinstance(cfg, TfidfModelConfig):
+        return train_tfidf(cfg, train, valid, codes, out, opts), {}
     if isinstance(cfg, FusionModelConfig):
         needed = [*cfg.text, cfg.image]
         missing = [n for n in needed if n not in (input_versions or {})]

@@ -44,6 +44,9 @@ class TrainConfig:
     length_bucketing: bool = True
     compile: bool = False  # torch.compile the training model
     checkpoint_every_steps: int = 0  # besides every epoch; 0: epoch ends only
+    # A wall-clock cap on the whole fit: the epoch that crosses it stops at the next batch, is
+    # validated, and training ends (the best epoch so far is kept). None: no cap.
+    max_minutes: float | None = None
 
 
 @dataclass
@@ -88,8 +91,47 @@ class FusionModelConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-ModelConfig = TextModelConfig | ImageModelConfig | FusionModelConfig
-_KINDS: dict[str, type] = {"text": TextModelConfig, "image": ImageModelConfig, "fusion": FusionModelConfig}
+@dataclass
+class TfidfFeatures:
+    """One block of TF-IDF features (scikit-learn's TfidfVectorizer); blocks are concatenated."""
+
+    analyzer: Literal["word", "char", "char_wb"] = "word"
+    ngram_range: list[int] = field(default_factory=lambda: [1, 2])
+    min_df: int = 1
+    max_df: float = 1.0
+    max_features: int | None = None
+    sublinear_tf: bool = True
+    lowercase: bool = True
+    strip_accents: Literal["unicode", "ascii"] | None = None
+
+
+@dataclass
+class TfidfModelConfig:
+    """TF-IDF features -> a linear SVM with calibrated probabilities; trains in seconds on a CPU."""
+
+    kind: Literal["tfidf"] = "tfidf"
+    features: list[TfidfFeatures] = field(
+        default_factory=lambda: [
+            TfidfFeatures(analyzer="word", ngram_range=[1, 2]),
+            TfidfFeatures(analyzer="char_wb", ngram_range=[2, 5], min_df=2),
+        ]
+    )
+    C: float = 0.5  # LinearSVC's inverse regularisation strength
+    class_weight: Literal["balanced"] | None = None
+    # Probabilities: `sigmoid` (Platt, one per class, then normalised) or `temperature` (one softmax
+    # temperature over the decision values), fit on cross-validated decision values of the train split.
+    calibration: Literal["sigmoid", "temperature"] = "sigmoid"
+    calibration_folds: int = 3
+    n_jobs: int | None = None  # processes for the calibration folds (scikit-learn's n_jobs)
+
+
+ModelConfig = TextModelConfig | ImageModelConfig | FusionModelConfig | TfidfModelConfig
+_KINDS: dict[str, type] = {
+    "text": TextModelConfig,
+    "image": ImageModelConfig,
+    "fusion": FusionModelConfig,
+    "tfidf": TfidfModelConfig,
+}
 
 
 @dataclass
@@ -152,7 +194,7 @@ class Recipe:
     stacking: StackingConfig = field(default_factory=StackingConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
 
-    def level1(self, kinds: tuple[str, ...] = ("text", "image")) -> dict[str, ModelConfig]:
+    def level1(self, kinds: tuple[str, ...] = ("text", "image", "tfidf")) -> dict[str, ModelConfig]:
         return {name: cfg for name, cfg in self.models.items() if cfg.kind in kinds}
 
     def to_dict(self) -> dict[str, Any]:
@@ -275,12 +317,26 @@ def from_dict(data: dict[str, Any]) -> Recipe:
     recipe.models = models
     for name, cfg in models.items():
         if isinstance(cfg, FusionModelConfig):
-            for ref in [*cfg.text, cfg.image]:
-                if ref not in models or models[ref].kind == "fusion":
-                    raise RecipeError(
-                        f"models.{name}: input {ref!r} is not a text or image model of this recipe"
-                    )
+            # The fusion head reads backbone embeddings: only text and image models have them.
+            for ref, kind in [*((t, "text") for t in cfg.text), (cfg.image, "image")]:
+                if ref not in models or models[ref].kind != kind:
+                    raise RecipeError(f"models.{name}: input {ref!r} is not a {kind} model of this recipe")
+        if isinstance(cfg, TfidfModelConfig):
+            _check_tfidf(cfg, f"models.{name}")
     return recipe
+
+
+def _check_tfidf(cfg: TfidfModelConfig, path: str) -> None:
+    if not cfg.features:
+        raise RecipeError(f"{path}.features: at least one feature block is needed")
+    for i, block in enumerate(cfg.features):
+        low, high = [*block.ngram_range, 0, 0][:2]
+        if len(block.ngram_range) != 2 or not 1 <= low <= high:
+            raise RecipeError(f"{path}.features[{i}].ngram_range: expected [low, high] with 1 <= low <= high")
+    if cfg.calibration_folds < 2:
+        raise RecipeError(f"{path}.calibration_folds: at least 2 folds are needed")
+    if cfg.C <= 0:
+        raise RecipeError(f"{path}.C: must be > 0")
 
 
 def load_recipe(recipe: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:

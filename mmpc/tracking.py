@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mmpc.catalog import Catalog
+from mmpc.labels import describe
 from mmpc.training import metrics as M
 
 log = logging.getLogger(__name__)
@@ -136,12 +137,14 @@ def log_catalog(catalog: Catalog) -> dict[str, str]:
 
 
 def confusion_png(cm: np.ndarray, codes: list[int], path: Path, title: str) -> None:
+    """Row-normalised colours (recall per true code), raw counts in the cells, codes with their names."""
     n = len(codes)
-    fig, ax = plt.subplots(figsize=(max(6, n * 0.42), max(5, n * 0.38)), dpi=110)
+    fig, ax = plt.subplots(figsize=(max(7, n * 0.5 + 3), max(6, n * 0.45 + 2.5)), dpi=110)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), [str(c) for c in codes], rotation=90, fontsize=7)
-    ax.set_yticks(range(n), [str(c) for c in codes], fontsize=7)
+    labels = [describe(c) for c in codes]
+    ax.set_xticks(range(n), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), labels, fontsize=7)
     ax.set_xlabel("predicted prdtypecode")
     ax.set_ylabel("true prdtypecode")
     ax.set_title(title)

@@ -12,7 +12,7 @@ from servers import Server, served_model, user_env
 
 from mmpc.labels import RAKUTEN_CODES
 
-LEVEL1 = ("flaubert", "camembert", "seresnext", "fusion")
+LEVEL1 = ("flaubert", "camembert", "tfidf", "seresnext", "fusion")
 # Fewer epochs than the demo: the tests check the plumbing, `make demo` shows the quality.
 FAST = {
     "models.seresnext.train.epochs": 3,

@@ -13,6 +13,23 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TORCH_ONLY = ("mmpc/models", "mmpc/training")
 FORBIDDEN_BELOW = {"mlflow", "prefect", "lightgbm", "shap"}
+# What the model and training layer may import besides the standard library and mmpc: the modelling
+# libraries (PyTorch's stack for the networks, scikit-learn's for the TF-IDF kind and the metrics) and
+# the array and data libraries under them. A GPU box with these alone trains every level-1 kind.
+MODELLING_LIBRARIES = {
+    "torch",
+    "torchvision",
+    "transformers",
+    "timm",
+    "tokenizers",
+    "safetensors",
+    "sklearn",
+    "scipy",
+    "numpy",
+    "pandas",
+    "PIL",
+    "tqdm",
+}
 
 
 def _imports(path: Path) -> set[str]:
@@ -31,6 +48,14 @@ def test_models_and_training_import_no_tracking_or_orchestration(folder):
     for path in (REPO / folder).rglob("*.py"):
         bad = _imports(path) & FORBIDDEN_BELOW
         assert not bad, f"{path.relative_to(REPO)} imports {bad}"
+
+
+@pytest.mark.parametrize("folder", TORCH_ONLY)
+def test_models_and_training_import_modelling_libraries_only(folder):
+    for path in (REPO / folder).rglob("*.py"):
+        third_party = _imports(path) - set(sys.stdlib_module_names) - {"mmpc"}
+        extra = third_party - MODELLING_LIBRARIES
+        assert not extra, f"{path.relative_to(REPO)} imports {extra}, not a modelling library"
 
 
 def test_prefect_is_imported_only_in_flows():

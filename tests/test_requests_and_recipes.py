@@ -174,7 +174,7 @@ def test_border_trim_removes_a_white_frame():
 
 def test_recipes_load_and_override():
     demo = load_recipe("demo")
-    assert set(demo.models) == {"flaubert", "camembert", "seresnext", "fusion"}
+    assert set(demo.models) == {"flaubert", "camembert", "tfidf", "seresnext", "fusion"}
     paper = load_recipe(
         "paper", parse_overrides(["models.camembert.head=flatten", "models.flaubert.train.lr=3e-5"])
     )

@@ -18,6 +18,7 @@ from mmpc.models import store
 from mmpc.models.fusion import FusionHead
 from mmpc.models.image import ImageClassifier
 from mmpc.models.text import TextClassifier, load_backbone
+from mmpc.models.tfidf import TfidfRunner
 from mmpc.models.tokenizer import load_tokenizer
 from mmpc.training.data import LengthBucketSampler, TextCollator, TextDataset
 from mmpc.training.engine import autocast
@@ -142,7 +143,7 @@ def input_folders(fusion_folder: str | Path) -> dict[str, Path]:
 
 
 class Level1Predictor:
-    """Any level-1 folder (text, image or fusion) -> class probabilities for texts and images."""
+    """Any level-1 folder (text, image, fusion or tfidf) -> class probabilities for texts and images."""
 
     def __init__(self, folder: str | Path, device: torch.device | None = None, batch_size: int = 64):
         self.folder = Path(folder)
@@ -158,6 +159,8 @@ class Level1Predictor:
             self.texts = [TextRunner(folders[name], device, batch_size) for name in self.meta["text"]]
             self.image = ImageRunner(folders[self.meta["image"]], device, batch_size)
             self.head = FusionRunner(self.folder, device)
+        elif self.kind == "tfidf":
+            self.tfidf = TfidfRunner(self.folder)
         else:
             raise store.ModelFolderError(f"{folder}: unknown model kind {self.kind!r}")
 
@@ -170,5 +173,7 @@ class Level1Predictor:
             return self.text.run(texts)[0]
         if self.kind == "image":
             return self.image.run(imgs)[0]
+        if self.kind == "tfidf":
+            return self.tfidf.run(texts)
         text_embs = [runner.run(texts)[1] for runner in self.texts]
         return self.head.run(text_embs, self.image.run(imgs)[1])

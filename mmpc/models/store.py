@@ -2,7 +2,9 @@
 
 Every folder has ``meta.json`` (kind, class codes, architecture, weights digest) and
 ``model.safetensors``; a text model adds ``backbone/config.json`` and ``tokenizer/``; a fusion
-model keeps its head at the top and the frozen level-1 folders it was built on under ``inputs/``.
+model keeps its head at the top and the frozen level-1 folders it was built on under ``inputs/``;
+a TF-IDF model keeps plain arrays (idf, coefficients, calibration) in ``model.safetensors`` and its
+vocabularies in JSON.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -32,14 +37,33 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_weights(folder: Path, module: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
-    """Write the weights, then meta.json with their digest (written last: a folder with a meta is whole)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    # save_model (not save_file) de-duplicates tied tensors such as shared embeddings.
-    save_model(module, str(folder / WEIGHTS))
+def _write_meta(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    # Written last, with the weights' digest: a folder with a meta is whole.
     meta = {**meta, "format_version": FORMAT_VERSION, "weights_sha256": file_digest(folder / WEIGHTS)}
     (folder / META).write_text(json.dumps(meta, indent=1, sort_keys=True))
     return meta
+
+
+def save_weights(folder: Path, module: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write the weights, then meta.json with their digest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    # save_model (not save_file) de-duplicates tied tensors such as shared embeddings.
+    save_model(module, str(folder / WEIGHTS))
+    return _write_meta(folder, meta)
+
+
+def save_arrays(folder: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, Any]:
+    """Plain named arrays (a scikit-learn model's fitted state) instead of a module's weights."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_numpy({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(folder / WEIGHTS))
+    return _write_meta(folder, meta)
+
+
+def load_arrays(folder: Path) -> dict[str, np.ndarray]:
+    path = Path(folder) / WEIGHTS
+    if not path.is_file():
+        raise ModelFolderError(f"{folder}: {WEIGHTS} is missing")
+    return load_numpy(str(path))
 
 
 def read_meta(folder: str | Path) -> dict[str, Any]:

@@ -127,6 +127,17 @@ def _batch_sampler(batches: Iterable[dict]):
     return sampler if hasattr(sampler, "set_epoch") else None
 
 
+def _past(deadline: float, device: torch.device) -> bool:
+    """Whether the time budget is spent; under DDP rank 0's clock decides for every rank, so all
+    ranks stop at the same batch (a rank that stopped alone would hang the others' all-reduce)."""
+    past = time.perf_counter() > deadline
+    if distributed.world_size() > 1:
+        flag = torch.tensor([float(past)], device=device)
+        torch.distributed.broadcast(flag, src=0)
+        past = bool(flag.item())
+    return past
+
+
 def fit(
     model: nn.Module,
     train_batches: Iterable[dict],
@@ -176,7 +187,10 @@ def fit(
             state.seconds = seconds_before + time.perf_counter() - started
             checkpoint.save(checkpoint_dir, state, model, optimizer, scheduler, best_state)
 
-    while state.epoch <= cfg.epochs and state.stale < cfg.patience:
+    # the budget covers the whole training, over resumed processes too
+    deadline = started - seconds_before + cfg.max_minutes * 60 if cfg.max_minutes else None
+    out_of_time = False
+    while state.epoch <= cfg.epochs and state.stale < cfg.patience and not out_of_time:
         epoch = state.epoch
         if sampler:
             sampler.set_epoch(epoch, state.batches_done)
@@ -205,6 +219,10 @@ def fit(
             running += loss.item() * len(labels)
             seen += len(labels)
             bar.set_postfix(loss=f"{running / seen:.4f}", refresh=False)
+            if deadline is not None and _past(deadline, device):
+                out_of_time = True
+                log.info("%s: time budget of %.1f min reached in epoch %d", desc, cfg.max_minutes, epoch)
+                break
         if distributed.world_size() > 1:  # the epoch's loss over all ranks' samples, not rank 0's share
             totals = torch.tensor([running, float(seen)], dtype=torch.float64, device=device)
             torch.distributed.all_reduce(totals)
