@@ -210,7 +210,7 @@ def run_evaluation(
             name=f"{catalog.name}/{split}",
             targets="prdtypecode",
         )
-        model_id = getattr(mv, "model_id", None)
+        model_id = tracking.logged_model_id(mv)
         mlflow.log_input(dataset, context=split, model=LoggedModelInput(model_id) if model_id else None)
         mlflow.log_params({"model": mv.name, "version": str(mv.version), "split": split, "kind": kind})
         probs = predict_rows(predictor.predict_proba, frame, predictor.uses_images)

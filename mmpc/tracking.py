@@ -289,6 +289,15 @@ def find_version(model: str, tag: str, value: str) -> ModelVersion | None:
     return max(ready, key=lambda mv: int(mv.version)) if ready else None
 
 
+def logged_model_id(mv: ModelVersion) -> str | None:
+    """The logged model (``m-...``) a version was registered from. Some registry stores leave
+    ``model_id`` empty; the version's ``models:/m-...`` source names it then."""
+    if mv.model_id:
+        return mv.model_id
+    source = mv.source or ""
+    return source.removeprefix("models:/") if source.startswith("models:/m-") else None
+
+
 def resolve(model: str, ref: str | int) -> ModelVersion:
     """A registered version by number (``3``) or alias (``champion``, ``@champion``)."""
     name = model if model.startswith(REGISTRY_PREFIX) else registered_name(model)

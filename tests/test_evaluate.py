@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from mmpc import pipeline
+from mmpc import pipeline, tracking
 from mmpc.cli import main
 from mmpc.demo_catalog import write_demo_catalog
 from mmpc.evaluation import evaluate
@@ -62,7 +62,7 @@ def test_level1_version_is_evaluated_logged_and_linked(registered, capsys, tmp_p
     assert "| 2583 | pool and spa |" in out  # per-class rows name their code
 
     client = MlflowClient()
-    run = _evaluation_runs("mmpc-tfidf")[0]
+    run = client.get_run(_evaluation_runs("mmpc-tfidf")[0].info.run_id)  # search results omit model inputs
     assert run.data.tags["mmpc.evaluated_version"] == version and run.data.tags["mmpc.step"] == "evaluate"
     # same figure as the training run's own test evaluation: same model, same rows
     assert run.data.metrics["test_macro_f1"] == pytest.approx(registered["level1"].metrics["test_macro_f1"])
@@ -78,9 +78,10 @@ def test_level1_version_is_evaluated_logged_and_linked(registered, capsys, tmp_p
 
     # MLflow 3's links: the model version is the run's input, its logged model holds the metrics
     mv = client.get_model_version("mmpc-tfidf", version)
-    assert [m.model_id for m in run.inputs.model_inputs] == [mv.model_id]
+    model_id = tracking.logged_model_id(mv)
+    assert model_id and [m.model_id for m in run.inputs.model_inputs] == [model_id]
     assert run.inputs.dataset_inputs[0].dataset.name == "catalog/test"
-    linked = {m.key for m in client.get_logged_model(mv.model_id).metrics if m.run_id == run.info.run_id}
+    linked = {m.key for m in client.get_logged_model(model_id).metrics if m.run_id == run.info.run_id}
     assert "test_macro_f1" in linked
     assert mv.tags["mmpc.evaluation.catalog.test"] == run.info.run_id
 

@@ -22,6 +22,7 @@ from servers import REPO, mlflow_run, served_model, user_env
 
 from infra.local import Topology
 from infra.local.processes import alive, port_open
+from mmpc import tracking
 from mmpc.demo_catalog import write_demo_catalog
 from mmpc.labels import RAKUTEN_CODES
 
@@ -213,8 +214,7 @@ def test_model_files_are_objects_in_the_bucket(topology, pipeline, monkeypatch):
     client = pipeline["client"]
     for name in (*LEVEL1, "ensemble"):
         mv = client.get_model_version_by_alias(f"mmpc-{name}", "candidate")
-        model_id = mv.model_id or mv.source.removeprefix("models:/")  # MLflow 3: models:/m-<id>
-        location = client.get_logged_model(model_id).artifact_location
+        location = client.get_logged_model(tracking.logged_model_id(mv)).artifact_location
         assert location.startswith("mlflow-artifacts:/"), location
         prefix = f"{topo.settings().artifacts_prefix}/{location.split(':/', 1)[1].lstrip('/')}/"
         keys = [
