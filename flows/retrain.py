@@ -25,21 +25,12 @@ from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from flows.report import summary_markdown
-from mmpc import pipeline
+from mmpc import pipeline, tracking
 from mmpc.recipe import Recipe, load_recipe
 
-# Faults worth a retry: the tracking server or object store briefly unreachable.
+# Faults worth a retry: the tracking server, the object store or the catalog's bucket briefly
+# unreachable (the MLflow and boto3 clients wrap those in their own exceptions).
 TRANSIENT = (ConnectionError, TimeoutError)
-_TRANSIENT_TEXT = (
-    "connection refused",
-    "max retries exceeded",
-    "timed out",
-    "could not connect",
-    "connection reset",
-    "503",
-    "502",
-    "504",
-)
 # Backoff before retry n: factor * 2**n seconds (10 s, 20 s by default), jittered by Prefect.
 RETRY_BACKOFF = float(os.environ.get("MMPC_RETRY_BACKOFF_SECONDS", "10"))
 
@@ -49,9 +40,8 @@ def _transient(task_, task_run, state) -> bool:
         state.result()
     except TRANSIENT:
         return True
-    except Exception as exc:  # MLflow and boto3 wrap connection failures in their own exceptions
-        text = str(exc).lower()
-        return any(s in text for s in _TRANSIENT_TEXT)
+    except Exception as exc:
+        return tracking.outage_message(exc) is not None
     return False
 
 

@@ -258,6 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     except errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from mmpc.tracking import outage_message
+
+        if (message := outage_message(exc)) is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

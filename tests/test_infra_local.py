@@ -17,6 +17,7 @@ from pathlib import Path
 import boto3
 import psycopg2
 import pytest
+from e2e import LEVEL1
 from mlflow.tracking import MlflowClient
 from servers import REPO, mlflow_run, served_model, user_env
 
@@ -28,7 +29,6 @@ from mmpc.labels import RAKUTEN_CODES
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-LEVEL1 = ("flaubert", "camembert", "seresnext", "fusion")
 # Few epochs: this checks where everything lands, `make demo` shows the quality.
 FAST = (
     "models.flaubert.train.epochs=2 models.camembert.train.epochs=2 models.seresnext.train.epochs=2 "

@@ -19,7 +19,8 @@ from mmpc.demo_catalog import write_demo_catalog
 from mmpc.recipe import RecipeError
 
 LEVEL1 = ("flaubert", "camembert", "seresnext")
-ENTRIES = {*LEVEL1, "fusion", "stack", "retrain", "train", "main"}
+ENTRIES_NO_EPOCHS = ("tfidf",)  # models without epochs
+ENTRIES = {*LEVEL1, *ENTRIES_NO_EPOCHS, "fusion", "stack", "retrain", "train", "main"}
 
 
 def _pins() -> list[str]:
@@ -102,6 +103,7 @@ def runs(tmp_path_factory):
     done = {}
     for entry in (*LEVEL1, "fusion"):
         done[entry] = mlflow_run(entry, {**base, "epochs": 1}, env, experiment="mmpc/catalog")
+    done["tfidf"] = mlflow_run("tfidf", base, env, experiment="mmpc/catalog")
     done["stack"] = mlflow_run("stack", base, env, experiment="mmpc/catalog")
     # a mistake in the parameters: the entry point fails with a message, and says where
     done["bad"] = mlflow_run(
@@ -128,7 +130,7 @@ def _project_runs(client: MlflowClient, status: str = "FINISHED") -> dict[str, o
 def test_each_entry_point_nests_its_own_run_under_the_project_run(runs):
     client = runs["client"]
     projects = _project_runs(client)
-    assert set(projects) == {*LEVEL1, "fusion", "stack"}
+    assert set(projects) == {*LEVEL1, *ENTRIES_NO_EPOCHS, "fusion", "stack"}
     for name in (*LEVEL1, "fusion"):
         proj = projects[name]
         assert proj.data.params["epochs"] == "1" and proj.data.params["recipe"] == "demo"
@@ -154,7 +156,7 @@ def test_fusion_and_stack_entry_points_take_the_candidates(runs):
             client.get_model_version_by_alias(f"mmpc-{name}", "candidate").version
         )
     champion = client.get_model_version_by_alias("mmpc-ensemble", "champion")
-    for name in (*LEVEL1, "fusion"):
+    for name in (*LEVEL1, *ENTRIES_NO_EPOCHS, "fusion"):
         assert champion.tags[f"mmpc.member.{name}"] == "1"
     stack_project = _project_runs(client)["stack"]
     assert stack_project.data.tags["mmpc.promoted"] == "True"
@@ -168,7 +170,7 @@ def test_no_run_is_left_running_or_empty(runs):
     everything = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
     assert {r.info.status for r in everything} <= {"FINISHED", "FAILED"}
     # one project run and one step run per successful entry point, the failed project run alone
-    assert len(everything) == 2 * 5 + 1
+    assert len(everything) == 2 * 6 + 1
     for run in everything:
         assert run.data.params, f"run {run.info.run_id} has no params"
 

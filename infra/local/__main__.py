@@ -1,4 +1,4 @@
-"""``python -m infra.local up|down|status|env [--root DIR]``: the local topology from a shell.
+"""``python -m infra.local up|down|stop SERVICE|status|env [--root DIR]``: the local topology from a shell.
 
 eval "$(python -m infra.local env)"     # then mmpc, mlflow and python -m flows use the servers
 """
@@ -10,7 +10,7 @@ import json
 import sys
 
 from infra.local.processes import ServiceError
-from infra.local.topology import DEFAULT_ROOT, Topology
+from infra.local.topology import DEFAULT_ROOT, SERVICES, Topology
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     up.add_argument("--timeout", type=float, default=180, help="seconds each service may take (default 180)")
     sub.add_parser("down", help="stop every service and free its ports")
+    stop = sub.add_parser("stop", help="stop one service, keeping its data (the next up restarts it)")
+    stop.add_argument("service", choices=SERVICES)
     sub.add_parser("status", help="each service's state, pid, URL and log file; exit 1 unless all are up")
     env = sub.add_parser("env", help="print export lines for clients (no secrets)")
     env.add_argument("--s3", action="store_true", help="also the AWS profile for direct bucket access")
@@ -45,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "down":
             print(f"stopped in {topo.down():.1f} s")
+            return 0
+        if args.command == "stop":
+            topo.stop(args.service)
+            print(f"stopped {args.service}")
             return 0
         if args.command == "status":
             report = topo.status()

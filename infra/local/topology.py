@@ -385,6 +385,19 @@ class Topology:
             raise ServiceError(f"ports still answering after `down`: {', '.join(busy)}")
         return time.monotonic() - t0
 
+    def stop(self, service: str) -> None:
+        """Stop one service (its data stays); the next ``up`` starts it again."""
+        stoppers = {
+            "postgres": lambda: self._postgres().stop(),
+            "seaweedfs": lambda: self._seaweedfs().stop(),
+            "mlflow": lambda: self._mlflow().stop(),
+            "prefect": lambda: self._prefect().stop(),
+        }
+        if service not in stoppers:
+            raise ServiceError(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
+        if self.settings_file.exists():
+            stoppers[service]()
+
     def pids(self) -> dict[str, int | None]:
         """The main process of each service (PostgreSQL's postmaster), for checks from outside."""
         return {
