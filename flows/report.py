@@ -34,6 +34,14 @@ def summary_markdown(
         f"| {tracking.run_link(published['run_id'])} |"
     )
     decision = "promoted to @champion" if published["promoted"] else "not promoted"
+    if ev := published.get("evaluation"):
+        lines += [
+            "",
+            f"**Evaluation** of v{published['version']} on test ({tracking.run_link(ev['run_id'])}): "
+            f"macro-F1 {ev['macro_f1']:.4f}, weighted-F1 {ev['weighted_f1']:.4f}; worst confusions: "
+            + ("; ".join(ev["worst"]) or "none")
+            + ".",
+        ]
     lines += [
         "",
         f"**Decision:** mmpc-ensemble v{published['version']} {decision}: {published['reason']}.",

@@ -25,7 +25,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from flows.report import summary_markdown
-from mmpc import pipeline, tracking
+from mmpc import evaluation, pipeline, tracking
 from mmpc.recipe import Recipe, load_recipe
 
 # Faults worth a retry: the tracking server, the object store or the catalog's bucket briefly
@@ -156,6 +156,26 @@ def publish(
         reuse=not force,
     )
     return asdict(result)
+
+
+@task(name="evaluate", **RETRYING)
+def evaluate_ensemble(
+    catalog: str, recipe: str, workdir: str, version: str, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Evaluate the published ensemble on ``test``: an MLflow evaluation run linked to the version,
+    with per-class figures, the confusion matrix and the rows it got wrong."""
+    r = _recipe(recipe, overrides)
+    ev = evaluation.run_evaluation("ensemble", version, _catalog(catalog, r, workdir), "test", Path(workdir))
+    worst = ev.evaluation.worst.head(3)
+    return {
+        "run_id": ev.run_id,
+        "macro_f1": ev.evaluation.scores["macro_f1"],
+        "weighted_f1": ev.evaluation.scores["weighted_f1"],
+        "worst": [
+            f"{t.true} {t.true_name} → {t.predicted} {t.predicted_name} ({t.count})"
+            for t in worst.itertuples()
+        ],
+    }
 
 
 @task(name="promote", **RETRYING)
@@ -300,6 +320,10 @@ def retrain(
                 "%s: mmpc-%s v%s %s", name, name, res["version"], "reused" if res["reused"] else "trained"
             )
         published = publish(catalog, recipe, workdir, versions, overrides, parent_run_id=parent, force=force)
+        if not published["reused"]:  # an unchanged ensemble keeps the evaluation it had
+            published["evaluation"] = evaluate_ensemble(
+                catalog, recipe, workdir, published["version"], overrides
+            )
         published.update(promote(catalog, recipe, workdir, published["version"], overrides))
         ok = True
     finally:

@@ -125,6 +125,15 @@ def test_summary_artifact_holds_the_f1_table_decision_and_links(runs):
     assert "**Decision:**" in text and "already the champion" in text
     assert "**Current champion:** mmpc-ensemble v1" in text
     assert runs["second"]["parent_run_id"] in text
+    # the first retrain evaluated its new ensemble: an evaluation run linked to the version
+    ev = runs["first"]["ensemble"]["evaluation"]
+    assert any(ev["run_id"] in a.data and "**Evaluation** of v1 on test" in a.data for a in summaries)
+    run = _client(runs).get_run(ev["run_id"])
+    assert run.data.tags["mmpc.evaluated_model"] == "mmpc-ensemble"
+    assert run.data.tags["mmpc.evaluated_version"] == runs["first"]["ensemble"]["version"]
+    # the served ensemble scores what the stacking run reported for it
+    assert ev["macro_f1"] == pytest.approx(runs["first"]["ensemble"]["scores"]["stack"], abs=1e-3)
+    assert "evaluation" not in runs["second"]["ensemble"]  # nothing new to evaluate
 
 
 def test_reuse_is_found_through_mlflow_alone(runs, monkeypatch):

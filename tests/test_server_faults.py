@@ -161,8 +161,7 @@ def test_object_store_down_during_model_upload_registers_nothing(topology, tmp_p
     assert "fault_at: stopped seaweedfs" in failed.stderr
     topology.up()
     state = _state(topology, catalog)
-    assert state["level1"] and not state["versions"]
-    assert not state["client"].search_model_versions("name = 'mmpc-flaubert'")
+    assert state["level1"] and not state["versions"]  # no version from this training's run
 
     resumed = _run([sys.executable, "-m", "mmpc.cli", *args], env)
     assert resumed.returncode == 0, resumed.stderr[-6000:]
