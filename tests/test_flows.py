@@ -10,13 +10,14 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from e2e import LEVEL1
 from mlflow.tracking import MlflowClient
 
 from mmpc.demo_catalog import write_demo_catalog
 
 pytestmark = pytest.mark.slow
 
-LEVEL1 = ("flaubert", "camembert", "seresnext", "fusion")
+
 FAST = {
     "models.seresnext.train.epochs": 2,
     "models.fusion.train.epochs": 3,
