@@ -37,6 +37,22 @@ def user_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def wait_healthy(url: str, proc: subprocess.Popen, log_path: Path, what: str, timeout: float = 120) -> None:
+    """Until ``url`` answers 200; a clear error with the log's tail if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited: {log_path.read_text()[-3000:]}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not answer {url} within {timeout:.0f} s; see {log_path}")
+        time.sleep(0.5)
+
+
 @dataclass
 class Server:
     """A running ``mlflow models serve``: its URL, process and log."""
@@ -87,18 +103,7 @@ def served_model(
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"mlflow models serve exited: {log_path.read_text()[-3000:]}")
-                try:
-                    if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                        break
-                except requests.ConnectionError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"mlflow models serve did not answer /ping within {timeout:.0f} s")
-                time.sleep(0.5)
+            wait_healthy(f"{url}/ping", proc, log_path, "mlflow models serve", timeout)
             yield Server(url, proc, log_path)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)

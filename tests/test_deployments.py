@@ -13,8 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import requests
-from servers import free_port
+from servers import free_port, wait_healthy
 
 from mmpc.demo_catalog import write_demo_catalog
 
@@ -64,18 +63,7 @@ def server(tmp_path_factory):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited: {(root / 'server.log').read_text()[-3000:]}")
-        try:
-            if requests.get(f"{api}/health", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"prefect server not healthy in 120 s: {root / 'server.log'}")
-        time.sleep(0.5)
+    wait_healthy(f"{api}/health", proc, root / "server.log", "prefect server")
     catalog = write_demo_catalog(root / "catalog", size=300, seed=3)
     yield {"api": api, "env": env, "root": root, "catalog": catalog, "workdir": root / "work"}
     _stop(proc)
