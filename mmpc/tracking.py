@@ -316,16 +316,23 @@ def complete_version(mv: ModelVersion, tags: dict[str, str]) -> ModelVersion:
 
 
 def find_version(model: str, tag: str, value: str) -> ModelVersion | None:
-    """The newest registered version of ``mmpc-<model>`` whose tag ``tag`` equals ``value``."""
+    """The newest complete version of ``mmpc-<model>`` whose tag ``tag`` equals ``value``.
+
+    Complete: READY, and the run that registered it FINISHED. A version whose process was killed
+    between registering it and ending its run is not reused as is: the resumed training finishes it
+    (tags, alias, run status) first."""
     name = registered_name(model)
+    client = MlflowClient()
     try:
-        found = MlflowClient().search_model_versions(f"name = '{name}' and tags.`{tag}` = '{value}'")
+        found = client.search_model_versions(f"name = '{name}' and tags.`{tag}` = '{value}'")
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise
-    ready = [mv for mv in found if mv.status == "READY"]
-    return max(ready, key=lambda mv: int(mv.version)) if ready else None
+    for mv in sorted(found, key=lambda mv: int(mv.version), reverse=True):
+        if mv.status == "READY" and (not mv.run_id or client.get_run(mv.run_id).info.status == "FINISHED"):
+            return mv
+    return None
 
 
 def logged_model_id(mv: ModelVersion) -> str | None:
