@@ -90,7 +90,12 @@ def code_version() -> str:
 def open_catalog(path: str | Path, recipe: Recipe, workdir: str | Path | None = None) -> Catalog:
     """A catalog folder, or an ``s3://bucket/prefix`` mirrored under ``<workdir>/catalogs`` first."""
     local = locations.materialize(path, Path(workdir or ".") / "catalogs")
-    return read_catalog(local, splits=recipe.split_spec(), images=recipe.catalog.images)
+    return read_catalog(
+        local,
+        splits=recipe.split_spec(),
+        images=recipe.catalog.images,
+        drop_invalid=recipe.catalog.drop_invalid,
+    )
 
 
 def _digest(key: dict) -> str:
