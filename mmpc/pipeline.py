@@ -354,12 +354,15 @@ def train_level1(
     exp = tracking.experiment_id(catalog.name, workdir) if distributed.is_main() else None
     distributed.barrier()
     key = training_key(catalog, recipe, name, input_versions)
-    if reuse and (found := _reused_level1(name, key)) is not None:
+    ckpt = checkpoint_folder(workdir, catalog, recipe, name, input_versions)
+    ckpt_key = f"{catalog.name}/{ckpt.name}"
+    resume_id, registered = _resumable_run(ckpt, ckpt_key, exp)
+    # A version registered by an interrupted run of this training is finished below (alias, run end),
+    # not reused half-done.
+    if reuse and registered is None and (found := _reused_level1(name, key)) is not None:
         return found if distributed.is_main() else None
     train, valid, test = catalog.split("train"), catalog.split("valid"), catalog.split("test")
     codes = list(catalog.labels.codes)
-    ckpt = checkpoint_folder(workdir, catalog, recipe, name, input_versions)
-    ckpt_key = f"{catalog.name}/{ckpt.name}"
     tags = {
         **_run_tags(recipe, catalog, "level1"),
         "mmpc.model": name,
@@ -367,7 +370,6 @@ def train_level1(
         TRAIN_KEY_TAG: key,
         CHECKPOINT_TAG: ckpt_key,
     }
-    resume_id, registered = _resumable_run(ckpt, ckpt_key, exp)
     if exp is not None:  # rank 0: runs left RUNNING by dead processes, except the one resumed here
         orphans.fail_orphans(exp, keep={resume_id} if resume_id else None)
     if not distributed.is_main():
