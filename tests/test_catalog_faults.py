@@ -124,8 +124,11 @@ def test_a_broken_catalog_stops_before_any_training(demo, tmp_path, capsys, faul
             shown = [line for line in err.splitlines() if f"row {row}: productid '{pid}', value " in line]
             assert len(shown) == 1 and value in shown[0], err
     assert _runs(workdir) == []
-    first = err.splitlines()
-    observed(f"exit 2, no MLflow run: {first[1].strip()} / {first[2].strip()}")
+    row, pid, reason, value = expected[0]
+    observed(
+        f"exit 2, no MLflow run; reported: {reason}, {len(expected)} row(s), e.g. row {row} "
+        f"(productid {pid!r}): {value}"
+    )
 
 
 @pytest.mark.robustness(
