@@ -25,17 +25,26 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parallel", type=int, default=1, help="level-1 trainings at once on this machine")
     p.add_argument("--level1-deployment", help="train level-1 models as runs of this deployment")
     p.add_argument("--force", action="store_true", help="train and publish even if nothing changed")
+    p.add_argument(
+        "--drop-invalid",
+        action="store_true",
+        help="leave invalid catalog rows out (listed in each run's data/dropped_rows.csv) instead of "
+        "stopping; same as --set catalog.drop_invalid=true",
+    )
 
 
 def _parameters(args) -> dict:
     from mmpc.recipe import parse_overrides
 
+    overrides = parse_overrides(args.set)
+    if args.drop_invalid:
+        overrides["catalog.drop_invalid"] = True
     return {
         "catalog": args.catalog,
         "recipe": args.recipe,
         "workdir": args.workdir,
         "models": args.models,
-        "overrides": parse_overrides(args.set) or None,
+        "overrides": overrides or None,
         "parallel": args.parallel,
         "level1_deployment": args.level1_deployment,
         "force": args.force,

@@ -15,7 +15,12 @@ def summary_markdown(
         f"# mmpc retrain: {catalog['name']}",
         "",
         f"{catalog['rows']} products, fingerprint `{catalog['fingerprint'][:12]}`, "
-        f"splits {catalog['splits']}.",
+        f"splits {catalog['splits']}."
+        + (
+            f" {catalog['dropped_rows']} invalid row(s) left out (see the runs' `data/dropped_rows.csv`)."
+            if catalog.get("dropped_rows")
+            else ""
+        ),
         "",
         "| model | version | test macro-F1 | this run | MLflow run |",
         "|---|---|---|---|---|",

@@ -26,7 +26,8 @@ from prefect.tasks import exponential_backoff
 
 from flows.report import summary_markdown
 from mmpc import evaluation, pipeline, tracking
-from mmpc.recipe import Recipe, load_recipe
+from mmpc.catalog import CatalogError
+from mmpc.recipe import Recipe, RecipeError, load_recipe
 
 # Faults worth a retry: the tracking server, the object store or the catalog's bucket briefly
 # unreachable (the MLflow and boto3 clients wrap those in their own exceptions).
@@ -40,6 +41,8 @@ def _transient(task_, task_run, state) -> bool:
         state.result()
     except TRANSIENT:
         return True
+    except (CatalogError, RecipeError):  # bad input stays bad, whatever its message says
+        return False
     except Exception as exc:
         return tracking.outage_message(exc) is not None
     return False
@@ -69,8 +72,23 @@ def check_catalog(
     """Validate the catalog before any training; a broken catalog stops the flow here."""
     cat = _catalog(catalog, _recipe(recipe, overrides), workdir)
     counts = cat.frame["split"].value_counts().to_dict()
-    get_run_logger().info("catalog %s: %d products, splits %s", cat.name, len(cat.frame), counts)
-    return {"name": cat.name, "rows": len(cat.frame), "splits": counts, "fingerprint": cat.fingerprint()}
+    logger = get_run_logger()
+    logger.info("catalog %s: %d products, splits %s", cat.name, len(cat.frame), counts)
+    if len(cat.dropped):
+        logger.warning(
+            "catalog %s: left out %d invalid row(s) (catalog.drop_invalid), listed in the runs' "
+            "data/dropped_rows.csv:\n%s",
+            cat.name,
+            len(cat.dropped),
+            cat.dropped.head(50).to_string(index=False),
+        )
+    return {
+        "name": cat.name,
+        "rows": len(cat.frame),
+        "dropped_rows": len(cat.dropped),
+        "splits": counts,
+        "fingerprint": cat.fingerprint(),
+    }
 
 
 @task(name="train-model", task_run_name="train-{model}", **RETRYING)

@@ -9,6 +9,7 @@ Layout (the SIGIR eCom 2020 challenge's own)::
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -43,6 +44,7 @@ FRAME_COLUMNS = (
     "split",
 )
 _SHOWN = 5  # offending rows quoted per problem
+_LOGGED = 20  # dropped rows named in the log line (all of them go to dropped_rows.csv)
 
 
 class CatalogError(ValueError):
@@ -99,7 +101,7 @@ class SplitSpec:
 
 def _empty_dropped() -> pd.DataFrame:
     return pd.DataFrame(
-        {"row": pd.Series(dtype="int64"), "productid": pd.Series(dtype=str), "reason": pd.Series(dtype=str)}
+        {c: pd.Series(dtype="int64" if c == "row" else str) for c in ("row", "productid", "reason", "detail")}
     )
 
 
@@ -112,7 +114,8 @@ class Catalog:
     frame: pd.DataFrame = field(repr=False)
     labels: LabelMap
     splits: SplitSpec
-    # Rows left out by read_catalog(drop_invalid=True): row (CSV index), productid (raw), reason.
+    # Rows left out by read_catalog(drop_invalid=True): row (CSV index), productid (raw), reason and
+    # the offending value or detail.
     dropped: pd.DataFrame = field(default_factory=_empty_dropped, repr=False)
     _row_digests: pd.Series | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -163,7 +166,8 @@ class Catalog:
         return counts
 
     def write_manifest(self, out_dir: str | Path) -> dict[str, Path]:
-        """Write split_manifest.csv, class_counts.csv and fingerprint.json into out_dir."""
+        """Write split_manifest.csv, class_counts.csv and fingerprint.json into out_dir, and
+        dropped_rows.csv when rows were left out."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {
@@ -173,10 +177,14 @@ class Catalog:
         }
         self.frame[["productid", "imageid", "prdtypecode", "split"]].to_csv(paths["manifest"], index=False)
         self.class_counts().to_csv(paths["class_counts"])
+        if len(self.dropped):
+            paths["dropped"] = out / "dropped_rows.csv"
+            self.dropped.to_csv(paths["dropped"], index=False)
         sizes = self.frame["split"].value_counts()
         summary = {
             "catalog": self.name,
             "rows": len(self.frame),
+            "dropped_rows": len(self.dropped),
             "fingerprint": self.fingerprint(),
             "splits": {
                 s: {"rows": int(sizes.get(s, 0)), "fingerprint": self.fingerprint([s])} for s in SPLITS
@@ -245,8 +253,68 @@ def _offending(df: pd.DataFrame, mask, values: pd.Series | None = None) -> pd.Da
 
 def _raise(root: Path, problems: list[_Problem]) -> NoReturn:
     header = f"invalid catalog {root}: {len(problems)} problem(s)"
+    if all(p.rows is not None for p in problems):
+        header += " (set catalog.drop_invalid=true to leave these rows out instead)"
     message = "\n".join([header] + [p.format() for p in problems])
     raise CatalogError(message, {p.kind: 0 if p.rows is None else len(p.rows) for p in problems})
+
+
+def _looks_like_record(line: str, width: int) -> str | None:
+    """The row index of a physical line that parses on its own as a full record, else None."""
+    fields = next(csv.reader([line]), [])
+    return fields[0].strip() if len(fields) == width and fields[0].strip().isdigit() else None
+
+
+def _scan_csv(path: Path) -> tuple[list[str], list[list[str]], list[tuple[str, str, str]]]:
+    """(header, well-formed records, broken records as (row, productid, what is wrong)).
+
+    The csv module (not pandas) so that a record with the wrong number of fields, or one that
+    swallowed the lines of the next records through a quote left open, is reported as that record's
+    problem with its lines, instead of failing the whole file, being padded with empty fields or
+    being read as one long title.
+    """
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # long descriptions are fine here
+    records: list[list[str]] = []
+    broken: list[tuple[str, str, str]] = []
+    raw: list[str] = []  # the physical lines of the record being read
+
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+
+        def lines():
+            for line in fh:
+                raw.append(line)
+                yield line
+
+        reader = csv.reader(lines())
+        header = next(reader, None)
+        if header is None:
+            raise csv.Error("the file is empty")
+        raw.clear()
+        width = len(header)
+        pid_at = header.index("productid") if "productid" in header else None
+        last = reader.line_num
+        for record in reader:
+            first, last = last + 1, reader.line_num
+            text = raw[:]
+            raw.clear()
+            if not record:  # a blank line
+                continue
+            where = f"line {first}" if first == last else f"lines {first}-{last}"
+            pid = record[pid_at] if pid_at is not None and pid_at < len(record) else ""
+            pid = pid if pid.strip().isdigit() else ""
+            swallowed = [r for line in text[1:] if (r := _looks_like_record(line, width)) is not None]
+            if swallowed:
+                broken.append(
+                    (record[0].strip(), "", f"{where}: a quote left open swallows rows {swallowed}")
+                )
+                broken += [
+                    (r, "", f"swallowed by the open quote of row {record[0].strip()}") for r in swallowed
+                ]
+            elif len(record) != width:
+                broken.append((record[0].strip(), pid, f"{where}: {len(record)} field(s), expected {width}"))
+            else:
+                records.append(record)
+    return header, records, broken
 
 
 def _read_csv(path: Path, columns: tuple[str, ...], problems: list[_Problem]) -> pd.DataFrame | None:
@@ -254,27 +322,38 @@ def _read_csv(path: Path, columns: tuple[str, ...], problems: list[_Problem]) ->
         problems.append(_Problem(f"file missing: {path}"))
         return None
     try:
-        # Everything as text and no NA parsing: an empty description stays "" (never "nan"), and ids
-        # are validated here rather than silently turned into floats.
-        df = pd.read_csv(path, dtype=str, na_filter=False, index_col=0)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        # Everything stays text: an empty description stays "" (never "nan"), and ids are validated
+        # here rather than silently turned into floats.
+        header, records, broken = _scan_csv(path)
+    except (csv.Error, UnicodeDecodeError) as exc:
         problems.append(_Problem(f"malformed CSV {path}", detail=f": {exc}".rstrip()))
         return None
-    missing = [c for c in columns if c not in df.columns]
+    missing = [c for c in columns if c not in header[1:]]
     if missing:
-        problems.append(
-            _Problem(f"missing column(s) {missing} in {path}", detail=f" (found {list(df.columns)})")
-        )
+        problems.append(_Problem(f"missing column(s) {missing} in {path}", detail=f" (found {header[1:]})"))
         return None
+    df = pd.DataFrame(records, columns=header, dtype=object)
     # Object labels: hashing them is far faster than pyarrow's isin for the index matching below.
-    df.index = pd.Index(df.index.astype(str).str.strip(), dtype=object)
-    return df[list(columns)]
+    df.index = pd.Index(df.iloc[:, 0].str.strip(), dtype=object)
+    df = df[list(columns)]
+    if broken:
+        rows = pd.DataFrame(broken, columns=["row", "productid", "value"])
+        problems.append(
+            _Problem(
+                "malformed CSV record",
+                rows,
+                detail=f" in {path.name} (a quote left open or an unquoted comma?)",
+            )
+        )
+        df.attrs["broken"] = set(rows["row"])  # _pair does not report these rows a second time
+    return df
 
 
 def _pair(
     x: pd.DataFrame, y: pd.DataFrame, x_name: str, y_name: str, problems: list[_Problem]
 ) -> pd.DataFrame:
     """Join X and Y on their index column; an ambiguous or unpaired index leaves a row unusable."""
+    x_broken, y_broken = x.attrs.get("broken", set()), y.attrs.get("broken", set())
     y = y.assign(productid="")  # Y knows no productid: blank in reports
     x_dup, y_dup = x.index.duplicated(keep=False), y.index.duplicated(keep=False)
     if x_dup.any():
@@ -282,7 +361,9 @@ def _pair(
     if y_dup.any():
         problems.append(_Problem(f"duplicate row index in {y_name}", _offending(y, y_dup, y["prdtypecode"])))
     x, y = x[~x_dup], y[~y_dup]
-    x_only, y_only = ~x.index.isin(y.index), ~y.index.isin(x.index)
+    # A row whose record in the other file is malformed is reported once, as malformed.
+    x_only = ~x.index.isin(y.index) & ~x.index.isin(list(y_broken))
+    y_only = ~y.index.isin(x.index) & ~y.index.isin(list(x_broken))
     if x_only.any():
         problems.append(_Problem(f"row index in {x_name} but not in {y_name}", _offending(x, x_only)))
     if y_only.any():
@@ -384,16 +465,29 @@ def read_catalog(
         _raise(root, problems)
     if problems:
         records = pd.concat([p.rows.assign(reason=p.kind) for p in problems if p.rows is not None])
-        dropped = records.groupby(["row", "productid"], sort=False)["reason"].agg("; ".join).reset_index()
+        records["value"] = records["value"].astype(str)
+        dropped = (
+            records.groupby(["row", "productid"], sort=False)[["reason", "value"]]
+            .agg("; ".join)
+            .reset_index()
+            .rename(columns={"value": "detail"})
+        )
         if dropped["row"].str.fullmatch(r"\d+").all():
             dropped["row"] = dropped["row"].astype("int64")
         keep = ~df.index.isin(records["row"])
         df, pid, iid, code, names, has_image = (s[keep] for s in (df, pid, iid, code, names, has_image))
+        listed = "; ".join(
+            f"row {r} (productid {p!r}): {why} ({detail})"
+            for r, p, why, detail in dropped.head(_LOGGED).itertuples(index=False)
+        )
+        more = f"; ... and {len(dropped) - _LOGGED} more" if len(dropped) > _LOGGED else ""
         logger.warning(
-            "dropped %d invalid row(s) from %s: %s",
+            "dropped %d invalid row(s) from %s (%s): %s%s",
             len(dropped),
             root,
             dropped["reason"].value_counts().to_dict(),
+            listed,
+            more,
         )
     if df.empty:
         raise CatalogError(f"invalid catalog {root}: no valid products")

@@ -25,7 +25,10 @@ def _setup_logging(verbose: bool) -> None:
 def _recipe(args):
     from mmpc.recipe import load_recipe, parse_overrides
 
-    return load_recipe(args.recipe, parse_overrides(args.set))
+    overrides = parse_overrides(args.set)
+    if getattr(args, "drop_invalid", False):
+        overrides["catalog.drop_invalid"] = True
+    return load_recipe(args.recipe, overrides)
 
 
 def _versions(items: list[str] | None) -> dict[str, str]:
@@ -50,7 +53,15 @@ def cmd_check(args) -> int:
     from mmpc.catalog import read_catalog
 
     recipe = _recipe(args)
-    catalog = read_catalog(args.catalog, splits=recipe.split_spec(), images=recipe.catalog.images)
+    catalog = read_catalog(
+        args.catalog,
+        splits=recipe.split_spec(),
+        images=recipe.catalog.images,
+        drop_invalid=recipe.catalog.drop_invalid,
+    )
+    if len(catalog.dropped):
+        print(f"left out {len(catalog.dropped)} invalid row(s):")
+        print(catalog.dropped.to_string(index=False))
     counts = catalog.class_counts()
     print(counts.to_string())
     print(f"\n{len(catalog.frame)} products, {int(catalog.frame['has_image'].sum())} with an image")
@@ -161,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
             action="append",
             metavar="KEY=VALUE",
             help="override a recipe value, e.g. models.flaubert.train.epochs=2 (repeatable)",
+        )
+        p.add_argument(
+            "--drop-invalid",
+            action="store_true",
+            help="leave invalid catalog rows out (logged, and listed in data/dropped_rows.csv of each "
+            "run) instead of stopping; same as --set catalog.drop_invalid=true",
         )
 
     def with_workdir(p: argparse.ArgumentParser) -> None:

@@ -23,7 +23,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 import mmpc
-from mmpc import ensemble, images, locations, promotion, stacking, tracking
+from mmpc import ensemble, images, locations, orphans, promotion, stacking, tracking
 from mmpc.catalog import Catalog, read_catalog
 from mmpc.models.runners import Level1Predictor
 from mmpc.recipe import FusionModelConfig, ImageModelConfig, Recipe, TextModelConfig, TfidfModelConfig
@@ -90,7 +90,12 @@ def code_version() -> str:
 def open_catalog(path: str | Path, recipe: Recipe, workdir: str | Path | None = None) -> Catalog:
     """A catalog folder, or an ``s3://bucket/prefix`` mirrored under ``<workdir>/catalogs`` first."""
     local = locations.materialize(path, Path(workdir or ".") / "catalogs")
-    return read_catalog(local, splits=recipe.split_spec(), images=recipe.catalog.images)
+    return read_catalog(
+        local,
+        splits=recipe.split_spec(),
+        images=recipe.catalog.images,
+        drop_invalid=recipe.catalog.drop_invalid,
+    )
 
 
 def _digest(key: dict) -> str:
@@ -193,6 +198,7 @@ def _run_tags(recipe: Recipe, catalog: Catalog, step: str) -> dict[str, str]:
         "mmpc.seed": str(recipe.seed),
         "mmpc.code_version": code_version(),
         "mmpc.catalog": catalog.name,
+        **orphans.owner_tags(),  # a run whose process died is found and marked FAILED later
     }
 
 
@@ -200,6 +206,7 @@ def start_pipeline_run(catalog: Catalog, recipe: Recipe, workdir: Path, run_name
     """The parent run every step of one pipeline nests under; returns its id."""
     tracking.configure(workdir)
     exp = tracking.experiment_id(catalog.name, workdir)
+    orphans.fail_orphans(exp)
     with mlflow.start_run(
         experiment_id=exp, run_name=run_name, tags=_run_tags(recipe, catalog, "pipeline")
     ) as run:
@@ -213,7 +220,11 @@ def start_pipeline_run(catalog: Catalog, recipe: Recipe, workdir: Path, run_name
 def end_pipeline_run(
     run_id: str, ok: bool, metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None
 ) -> None:
+    """Finish the pipeline's parent run; a failed pipeline also fails the steps still marked RUNNING
+    under it (their processes have stopped by now: the flow waits for every step)."""
     client = MlflowClient()
+    if not ok:
+        orphans.fail_children(run_id, "the pipeline failed before this step finished")
     for key, value in (metrics or {}).items():
         client.log_metric(run_id, key, value)
     for key, value in (tags or {}).items():
@@ -343,12 +354,15 @@ def train_level1(
     exp = tracking.experiment_id(catalog.name, workdir) if distributed.is_main() else None
     distributed.barrier()
     key = training_key(catalog, recipe, name, input_versions)
-    if reuse and (found := _reused_level1(name, key)) is not None:
+    ckpt = checkpoint_folder(workdir, catalog, recipe, name, input_versions)
+    ckpt_key = f"{catalog.name}/{ckpt.name}"
+    resume_id, registered = _resumable_run(ckpt, ckpt_key, exp)
+    # A version registered by an interrupted run of this training is finished below (alias, run end),
+    # not reused half-done.
+    if reuse and registered is None and (found := _reused_level1(name, key)) is not None:
         return found if distributed.is_main() else None
     train, valid, test = catalog.split("train"), catalog.split("valid"), catalog.split("test")
     codes = list(catalog.labels.codes)
-    ckpt = checkpoint_folder(workdir, catalog, recipe, name, input_versions)
-    ckpt_key = f"{catalog.name}/{ckpt.name}"
     tags = {
         **_run_tags(recipe, catalog, "level1"),
         "mmpc.model": name,
@@ -356,7 +370,8 @@ def train_level1(
         TRAIN_KEY_TAG: key,
         CHECKPOINT_TAG: ckpt_key,
     }
-    resume_id, registered = _resumable_run(ckpt, ckpt_key, exp)
+    if exp is not None:  # rank 0: runs left RUNNING by dead processes, except the one resumed here
+        orphans.fail_orphans(exp, keep={resume_id} if resume_id else None)
     if not distributed.is_main():
         if registered is None:
             with tracking.scratch() as tmp:
@@ -366,6 +381,7 @@ def train_level1(
     if registered is not None:  # killed after registering: finish what was left, that version is the result
         log.info("%s: run %s already registered %s v%s", name, resume_id, registered.name, registered.version)
         client = MlflowClient()
+        orphans.adopt(resume_id)
         run = client.get_run(resume_id)
         tracking.complete_version(registered, _version_tags(run))
         if run.info.status != "FINISHED":
@@ -378,7 +394,9 @@ def train_level1(
     else:
         run_ctx = mlflow.start_run(experiment_id=exp, run_name=name, parent_run_id=parent_run_id, tags=tags)
     with run_ctx as run, tracking.scratch() as tmp:
-        if not resume_id:
+        if resume_id:
+            orphans.adopt(resume_id)
+        else:
             tracking.log_params(
                 {
                     "model": name,
@@ -501,6 +519,7 @@ def stack_and_publish(
     seed_everything(recipe.seed)
     device = resolve_device(recipe.device)
     exp = tracking.experiment_id(catalog.name, workdir)
+    orphans.fail_orphans(exp)
     codes = list(catalog.labels.codes)
     members = list(versions)
     stack, test = catalog.split("stack"), catalog.split("test")

@@ -146,6 +146,9 @@ class SplitConfig:
 @dataclass
 class CatalogConfig:
     images: Literal["required", "optional"] = "required"
+    # A broken row (malformed record, bad id, duplicate productid, empty title, unknown label, missing
+    # image) stops the run before any training; true leaves such rows out and records which.
+    drop_invalid: bool = False
     splits: SplitConfig = field(default_factory=SplitConfig)
 
 

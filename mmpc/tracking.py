@@ -133,6 +133,8 @@ def log_catalog(catalog: Catalog) -> dict[str, str]:
     }
     mlflow.set_tags(tags)
     mlflow.log_params({f"data.rows.{s}": v["rows"] for s, v in summary["splits"].items()})
+    # Rows left out by catalog.drop_invalid: how many here, which ones in data/dropped_rows.csv.
+    mlflow.log_param("data.dropped_rows", summary["dropped_rows"])
     return tags
 
 

@@ -112,7 +112,7 @@ def test_valid_catalog_loads(tmp_path: Path, products: list[dict]) -> None:
     assert f["has_image"].all()
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in f["image_path"])
     assert set(f["split"]) <= set(SPLITS)
-    assert cat.dropped.empty and list(cat.dropped.columns) == ["row", "productid", "reason"]
+    assert cat.dropped.empty and list(cat.dropped.columns) == ["row", "productid", "reason", "detail"]
 
 
 def test_image_dir_layouts(tmp_path: Path) -> None:
@@ -154,15 +154,27 @@ def test_missing_columns(tmp_path: Path, products: list[dict]) -> None:
     assert "X_train_update.csv" in message
 
 
-def test_malformed_csv(tmp_path: Path, products: list[dict]) -> None:
+def test_malformed_csv_record(tmp_path: Path, products: list[dict]) -> None:
     root = write_catalog(tmp_path / "c", products)
     with open(root / "X_train_update.csv", "a") as fh:
         fh.write("99,too,many,fields,1,2,3,4\n")
     with pytest.raises(CatalogError) as err:
         read_catalog(root)
     message = str(err.value)
-    assert "malformed CSV" in message and "X_train_update.csv" in message
-    assert "Expected 5 fields" in message  # pandas' own message
+    assert "malformed CSV record: 1 row(s) in X_train_update.csv" in message
+    assert "row 99: productid '', value 'line 14: 8 field(s), expected 5'" in message
+    assert err.value.problems == {"malformed CSV record": 1}
+
+
+def test_undecodable_csv(tmp_path: Path, products: list[dict]) -> None:
+    root = write_catalog(tmp_path / "c", products)
+    with open(root / "Y_train_CVw08PX.csv", "ab") as fh:
+        fh.write(b"12,\xff\xfe10\n")
+    with pytest.raises(CatalogError) as err:
+        read_catalog(root)
+    message = str(err.value)
+    assert "malformed CSV" in message and "Y_train_CVw08PX.csv" in message and "utf-8" in message
+    assert "drop_invalid" not in message  # a file-level problem: dropping rows cannot help
 
 
 def test_index_mismatch(tmp_path: Path, products: list[dict]) -> None:

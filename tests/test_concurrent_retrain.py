@@ -1,0 +1,154 @@
+"""Two retrains at once against one registry on a real MLflow tracking server: both finish, @champion
+ends on the better ensemble, the other stays a candidate, and nothing is left torn (no version without
+its tags, no lock left behind, no run left RUNNING).
+
+Each contestant is one process running ``mmpc train`` then ``mmpc stack`` (promotion included) through
+the command line's own entry point; they differ by the TF-IDF model's regularisation, so one is worse.
+Promotion moves are serialised by the registry-side lease of ``mmpc.promotion`` (a tag on the
+registered model, set then read back), the lock that works across machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+from servers import BIN, free_port, user_env
+
+from mmpc import promotion
+from mmpc.demo_catalog import write_demo_catalog
+
+CONTESTANT = r"""
+import contextlib, io, json, sys
+from mmpc.cli import main
+
+common = sys.argv[1:]
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    assert main(["train", "tfidf", *common]) == 0
+version = json.loads(out.getvalue()[out.getvalue().index("{"):])["version"]
+sys.exit(main(["stack", "--models", f"tfidf={version}", *common, "--set", "stacking.num_boost_round=50"]))
+"""
+
+
+@pytest.fixture
+def tracking_server(tmp_path) -> Iterator[str]:
+    """``mlflow server`` on a free loopback port: SQLite backend, artifacts served by the server."""
+    port = free_port()
+    env = user_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    with open(tmp_path / "mlflow-server.log", "w") as log:
+        proc = subprocess.Popen(
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{tmp_path / 'server.db'}",
+                "--artifacts-destination",
+                str(tmp_path / "server-artifacts"),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (tmp_path / "mlflow-server.log").read_text()[-3000:]
+            try:
+                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "mlflow server did not become healthy in 120 s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.robustness(
+    "training",
+    "two retrains at once on the same registry (a real MLflow server), one model worse",
+    "both finish; @champion on the better ensemble, the other a candidate; every version tagged, no "
+    "lock left, no run RUNNING",
+)
+def test_two_concurrent_retrains_leave_the_better_champion(tmp_path, tracking_server, observed):
+    catalog = write_demo_catalog(tmp_path / "catalog", size=600, seed=1)
+    env = user_env(MLFLOW_TRACKING_URI=tracking_server)
+    contestants = {"good": [], "poor": ["--set", "models.tfidf.C=0.002"]}
+    procs = {
+        name: subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                CONTESTANT,
+                "--catalog",
+                str(catalog),
+                "--workdir",
+                str(tmp_path / f"work-{name}"),
+                *extra,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name, extra in contestants.items()
+    }
+    outputs = {name: p.communicate(timeout=900)[0] for name, p in procs.items()}
+    for name, p in procs.items():
+        assert p.returncode == 0, f"{name}:\n{outputs[name][-4000:]}"
+
+    client = MlflowClient(tracking_uri=tracking_server, registry_uri=tracking_server)
+    name = "mmpc-ensemble"
+    versions = client.search_model_versions(f"name = '{name}'")
+    assert len(versions) == 2 and all(v.status == "READY" for v in versions)
+    for v in versions:  # no version without its tags
+        assert {"test_macro_f1", "mmpc.publish_key", "mmpc.member.tfidf", "mmpc.run_id"} <= set(v.tags)
+    scores = {v.version: float(v.tags["test_macro_f1"]) for v in versions}
+    assert len(set(scores.values())) == 2, scores  # one contestant is really worse
+    best = max(scores, key=scores.get)
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.version == best
+    other = next(v for v in scores if v != best)
+    assert client.get_model_version_by_alias(name, "candidate").version in scores
+    model = client.get_registered_model(name)
+    assert promotion.LOCK_TAG not in model.tags  # the lease was given back
+    assert json.loads(model.tags[promotion.HISTORY_TAG])[-1] == best
+    assert len(client.search_model_versions("name = 'mmpc-tfidf'")) == 2
+
+    runs = client.search_runs([client.get_experiment_by_name("mmpc/catalog").experiment_id])
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    stack_runs = {r.info.run_id: r for r in runs if r.data.tags["mmpc.step"] == "stack"}
+    assert stack_runs[champion.run_id].data.tags["mmpc.promoted"] == "True"
+    # The other one's decision is recorded too: promoted if it finished first, refused if second.
+    assert stack_runs[client.get_model_version(name, other).run_id].data.tags["mmpc.promoted"] in (
+        "True",
+        "False",
+    )
+    observed(
+        "both exit 0; @champion on the better of the 2 ensembles, which both carry their tags; "
+        "the lease released; 4 runs FINISHED"
+    )
