@@ -6,10 +6,12 @@ with a WordPiece tokenizer trained on the train text), stacks them with mmpc's L
 prints the paper's Table 1 layout on the test rows: macro-F1 per model and for the stack, with wall
 times. The last printed line is one JSON object with every figure.
 
-Rows are honest: the train CSV is split by a hash of each row into ``train`` (level-1 fits),
-``valid`` (early stopping) and ``stack`` (level 2, with k-fold CV picking its rounds); the test CSV
-is only scored. A ``reference`` row is the recipe's TF-IDF model refit on every train-CSV row: the
-single model a user would otherwise deploy.
+Rows are honest. Level 1 runs out of fold on the train CSV (k folds per kind): every train row gets
+probabilities from models that never saw it, so the stacker learns from all train rows (k-fold CV
+on them picks its rounds), and a transformer's early stopping uses a slice of its own fit rows. The
+test CSV is only scored: each kind's test probabilities are the mean of its fold models. A
+``reference`` row is the recipe's TF-IDF model fit once on every train row: the single model a user
+would otherwise deploy.
 
     python bench/quality.py --train train.csv --test test.csv
     python bench/quality.py                    # splits ../shared/data/rakuten/translated_en/dev.csv 80/20
@@ -45,6 +47,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
+from sklearn.model_selection import StratifiedKFold  # noqa: E402
 
 from mmpc import stacking, text  # noqa: E402
 from mmpc.catalog import SplitSpec  # noqa: E402
@@ -183,10 +186,20 @@ def predict(cfg, folder: Path, texts: list[str], batch_size: int) -> np.ndarray:
 def neural_minutes(
     cfg: TextModelConfig, budget_s: float, elapsed_s: float, reserve_s: float, left: int
 ) -> float:
-    """A transformer's share of what is left of the budget (its own cap, if smaller)."""
+    """A transformer fit's share of what is left of the budget (its own cap, if smaller)."""
     share = max(budget_s - elapsed_s - reserve_s, 0.0) / max(left, 1) / 60
     own = cfg.train.max_minutes
     return max(min(share, own) if own else share, 0.05)
+
+
+def fold_indices(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit rows, held-out rows) per fold, stratified by code."""
+    smallest = int(np.bincount(y).min()) if len(y) else 0
+    if folds < 2 or smallest < folds:
+        raise InputError(
+            f"{folds} folds: need at least 2, and that many train rows of every code (rarest: {smallest})"
+        )
+    return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -195,19 +208,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"data: {source}", flush=True)
     labels = LabelMap(tuple(sorted(int(c) for c in train_csv["prdtypecode"].unique())))
     codes = list(labels.codes)
-    train_csv = label_rows(train_csv, labels, "train rows")
+    rows = label_rows(train_csv, labels, "train rows")
     test = label_rows(test_csv, labels, "test rows")
-    split = split_rows(train_csv, recipe.split_spec())
-    parts = {s: train_csv[split == s].reset_index(drop=True) for s in ("train", "valid", "stack")}
-    empty = [s for s, f in parts.items() if f.empty]
-    if empty:
-        raise InputError(
-            f"split(s) {empty} of the train rows are empty: more rows or other catalog.splits fractions"
-        )
+    y, y_test = rows["label"].to_numpy(), test["label"].to_numpy()
+    folds = {kind: int(k) for kind, k in bench["folds"].items()}
+    # Early stopping of a transformer uses a slice of its own fit rows, chosen by row hash.
+    valid_spec = SplitSpec(
+        train=1 - bench["valid_fraction"],
+        valid=bench["valid_fraction"],
+        stack=0.0,
+        test=0.0,
+        salt=bench["split_salt"] + "-valid",  # not the test split's hash: its rows are all train rows here
+    )
+    is_valid = (split_rows(rows, valid_spec) == "valid").to_numpy()
+    if not is_valid.any() or is_valid.all():
+        raise InputError(f"bench.valid_fraction {bench['valid_fraction']} leaves no valid or no fit rows")
     print(
-        "train rows split by row hash: "
-        + ", ".join(f"{s} {len(f)}" for s, f in parts.items())
-        + f"; test {len(test)}; {len(codes)} codes; torch threads {set_threads(args.threads)}",
+        f"{len(rows)} train rows, {len(test)} test rows, {len(codes)} codes; out-of-fold level 1: "
+        + ", ".join(f"{n} {folds[m.kind]} folds" for n, m in recipe.models.items())
+        + f"; torch threads {set_threads(args.threads)}",
         flush=True,
     )
 
@@ -216,67 +235,82 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="mmpc-quality-")) if args.workdir is None else args.workdir
     batch = recipe.ensemble.batch_size * 4
-    stack_texts, test_texts = parts["stack"]["text"].tolist(), test["text"].tolist()
-    rows: dict[str, dict[str, Any]] = {}
-    stack_probs: dict[str, np.ndarray] = {}
+    test_texts = test["text"].tolist()
+    table_rows: dict[str, dict[str, Any]] = {}
+    oof: dict[str, np.ndarray] = {}
     test_probs: dict[str, np.ndarray] = {}
-    # Cheap TF-IDF models first: the transformers then share what is left of the budget.
+    # Cheap TF-IDF models first: the transformer fits then share what is left of the budget.
     order = sorted(recipe.models, key=lambda n: isinstance(recipe.models[n], TextModelConfig))
-    neural_left = sum(isinstance(m, TextModelConfig) for m in recipe.models.values())
+    neural_left = sum(folds["text"] for m in recipe.models.values() if isinstance(m, TextModelConfig))
     for name in order:
         cfg = recipe.models[name]
-        if isinstance(cfg, TextModelConfig):
-            minutes = neural_minutes(cfg, budget_s, time.perf_counter() - started, reserve_s, neural_left)
-            cfg.train.max_minutes = minutes
-            neural_left -= 1
-            print(f"{name}: training for at most {minutes:.1f} min", flush=True)
-        row = fit_level1(name, cfg, parts["train"], parts["valid"], codes, workdir / name, recipe.seed)
-        t = time.perf_counter()
-        stack_probs[name] = predict(cfg, workdir / name, stack_texts, batch)
-        test_probs[name] = predict(cfg, workdir / name, test_texts, batch)
-        row.update(
-            kind=cfg.kind,
-            predict_s=time.perf_counter() - t,
-            stack_macro_f1=macro_f1(parts["stack"]["label"].to_numpy(), stack_probs[name].argmax(1)),
-            test_macro_f1=macro_f1(test["label"].to_numpy(), test_probs[name].argmax(1)),
-        )
-        rows[name] = row
-        print(
-            f"{name}: valid macro-F1 {row['valid_macro_f1']:.4f}, stack {row['stack_macro_f1']:.4f}, "
-            f"fit {row['fit_s']:.0f}s ({row['epochs']} epoch(s))",
-            flush=True,
-        )
+        splits = fold_indices(y, folds[cfg.kind], recipe.seed)
+        oof[name] = np.zeros((len(rows), len(codes)), dtype=np.float32)
+        test_probs[name] = np.zeros((len(test), len(codes)), dtype=np.float32)
+        fits = []
+        for i, (fit_idx, held_idx) in enumerate(splits):
+            if isinstance(cfg, TextModelConfig):
+                cfg.train.max_minutes = neural_minutes(
+                    cfg, budget_s, time.perf_counter() - started, reserve_s, neural_left
+                )
+                neural_left -= 1
+                print(
+                    f"{name} fold {i + 1}: training for at most {cfg.train.max_minutes:.1f} min", flush=True
+                )
+                train, valid = rows.iloc[fit_idx[~is_valid[fit_idx]]], rows.iloc[fit_idx[is_valid[fit_idx]]]
+            else:
+                # TF-IDF makes no choice on valid rows: it fits every fit row; the held-out fold is
+                # only scored.
+                train, valid = rows.iloc[fit_idx], rows.iloc[held_idx]
+            folder = workdir / name / f"fold{i + 1}"
+            fit = fit_level1(f"{name}-fold{i + 1}", cfg, train, valid, codes, folder, recipe.seed)
+            t = time.perf_counter()
+            oof[name][held_idx] = predict(cfg, folder, rows["text"].iloc[held_idx].tolist(), batch)
+            # Test rows: the mean of the fold models, each the same kind of model the stacker saw.
+            test_probs[name] += predict(cfg, folder, test_texts, batch) / len(splits)
+            fits.append({**fit, "predict_s": time.perf_counter() - t})
+            print(
+                f"{name} fold {i + 1}/{len(splits)}: valid macro-F1 {fit['valid_macro_f1']:.4f}, "
+                f"fit {fit['fit_s']:.0f}s ({fit['epochs']} epoch(s))",
+                flush=True,
+            )
+        table_rows[name] = {
+            "kind": cfg.kind,
+            "fit_s": sum(f["fit_s"] + f["predict_s"] for f in fits),
+            "epochs": [f["epochs"] for f in fits],
+            "oof_macro_f1": macro_f1(y, oof[name].argmax(1)),
+            "test_macro_f1": macro_f1(y_test, test_probs[name].argmax(1)),
+        }
 
     t = time.perf_counter()
     names = list(recipe.models)
-    X_stack = stacking.features(stack_probs, names, codes)
-    y_stack = parts["stack"]["label"].to_numpy()
-    fitted = stacking.fit(X_stack, y_stack, recipe.stacking, len(codes), recipe.seed)
+    fitted = stacking.fit(stacking.features(oof, names, codes), y, recipe.stacking, len(codes), recipe.seed)
     stacked = fitted.booster.predict(stacking.features(test_probs, names, codes))
-    rows["stack"] = {
+    table_rows["stack"] = {
         "kind": "lightgbm",
         "fit_s": time.perf_counter() - t,
         "epochs": fitted.best_rounds,
-        "stack_macro_f1": fitted.cv_macro_f1,  # out-of-fold on the stack rows
-        "test_macro_f1": macro_f1(test["label"].to_numpy(), stacked.argmax(1)),
+        "oof_macro_f1": fitted.cv_macro_f1,  # the stacker's own k-fold estimate
+        "test_macro_f1": macro_f1(y_test, stacked.argmax(1)),
     }
     training_s = time.perf_counter() - started
 
     ref = bench.get("reference")
     if ref:
-        # The single-model baseline: the same TF-IDF recipe on every train-CSV row. Not part of
+        # The single-model baseline: the same TF-IDF recipe fit once on every train row. Not part of
         # the stack, so not counted in its budget.
-        every = pd.concat(parts.values(), ignore_index=True)
         cfg = recipe.models[ref]
-        row = fit_level1("reference", cfg, every, parts["valid"], codes, workdir / "reference", recipe.seed)
+        fit = fit_level1("reference", cfg, rows, rows.iloc[:0], codes, workdir / "reference", recipe.seed)
         probs = predict(cfg, workdir / "reference", test_texts, batch)
-        row.update(kind=f"{cfg.kind} ({ref}, all train rows)")
-        row["test_macro_f1"] = macro_f1(test["label"].to_numpy(), probs.argmax(1))
-        rows["reference"] = row
+        table_rows["reference"] = {
+            "kind": f"{cfg.kind}, one fit on all train rows",
+            "fit_s": fit["fit_s"],
+            "test_macro_f1": macro_f1(y_test, probs.argmax(1)),
+        }
     return {
         "source": source,
-        "rows": rows,
-        "sizes": {**{s: len(f) for s, f in parts.items()}, "test": len(test)},
+        "rows": table_rows,
+        "sizes": {"train": len(rows), "test": len(test)},
         "training_s": training_s,
         "budget_s": budget_s,
         "workdir": str(workdir),
@@ -288,10 +322,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def table(rows: dict[str, dict[str, Any]]) -> str:
     """The paper's Table 1 layout, with the wall time of each fit."""
-    head = "| model | kind | test macro-F1 | stack-split macro-F1 | train wall s |"
+    head = "| model | kind | test macro-F1 | out-of-fold macro-F1 (train rows) | train wall s |"
     lines = [head, "|---|---|---|---|---|"]
     for name, r in rows.items():
-        held = f"{r['stack_macro_f1']:.4f}" if "stack_macro_f1" in r else "-"
+        held = f"{r['oof_macro_f1']:.4f}" if "oof_macro_f1" in r else "-"
         lines.append(f"| {name} | {r['kind']} | {r['test_macro_f1']:.4f} | {held} | {r['fit_s']:.0f} |")
     return "\n".join(lines)
 
