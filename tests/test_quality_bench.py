@@ -34,7 +34,7 @@ def csvs(tmp_path_factory) -> tuple[Path, Path]:
 def tiny_recipe(tmp_path_factory) -> Path:
     """The benchmark's own recipe with a tiny transformer, so the test is about wiring, not speed."""
     data = yaml.safe_load((REPO / "bench" / "quality.yaml").read_text())
-    data["catalog"]["splits"] = {"train": 0.6, "valid": 0.1, "stack": 0.3, "test": 0.0, "salt": "t"}
+    data["bench"].update(folds={"tfidf": 3, "text": 2}, valid_fraction=0.15, reserve_minutes=0.1)
     tr = data["models"]["transformer"]
     tr["backbone_config"] = {
         "hidden_size": 32,
@@ -47,7 +47,6 @@ def tiny_recipe(tmp_path_factory) -> Path:
     tr["train"]["epochs"] = 2
     data["models"]["tfidf"]["calibration_folds"] = 2
     data["stacking"].update(num_boost_round=30, early_stopping_rounds=5, folds=2)
-    data["bench"]["reserve_minutes"] = 0.1
     path = tmp_path_factory.mktemp("recipe") / "quality.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -74,7 +73,7 @@ def test_runs_end_to_end_and_ends_with_json(csvs, tiny_recipe, tmp_path):
         "--recipe",
         tiny_recipe,
         "--budget-minutes",
-        "1",
+        "2",
         "--threads",
         "1",
         "--workdir",
@@ -100,13 +99,8 @@ def test_runs_end_to_end_and_ends_with_json(csvs, tiny_recipe, tmp_path):
         assert 0.0 <= figures[key] <= 1.0
     # The generated catalog is easy for word n-grams: a working pipeline scores far above chance (1/27).
     assert figures["tfidf_macro_f1"] > 0.3 and figures["stack_macro_f1"] > 0.3
-    assert figures["rows"] == {
-        "train": figures["rows"]["train"],
-        "valid": figures["rows"]["valid"],
-        "stack": figures["rows"]["stack"],
-        "test": 100,
-    }
-    assert sum(figures["rows"][s] for s in ("train", "valid", "stack")) == 400
+    assert figures["rows"] == {"train": 400, "test": 100}
+    assert figures["within_budget"] is True
     # Table 1: one row per level-1 model, the stack, and the reference
     table = [line for line in lines if line.startswith("| ")]
     assert [line.split("|")[1].strip() for line in table] == [
@@ -117,8 +111,10 @@ def test_runs_end_to_end_and_ends_with_json(csvs, tiny_recipe, tmp_path):
         "reference",
     ]
     # the models were saved by mmpc's own training functions
-    assert (tmp_path / "models" / "tfidf" / "model.safetensors").is_file()
-    assert (tmp_path / "models" / "transformer" / "tokenizer").is_dir()
+    assert sorted(p.name for p in (tmp_path / "models" / "tfidf").iterdir()) == ["fold1", "fold2", "fold3"]
+    assert (tmp_path / "models" / "tfidf" / "fold1" / "model.safetensors").is_file()
+    assert (tmp_path / "models" / "transformer" / "fold2" / "tokenizer").is_dir()
+    assert (tmp_path / "models" / "reference" / "model.safetensors").is_file()
 
 
 def test_default_split_is_announced(csvs, tiny_recipe, tmp_path):
@@ -129,7 +125,7 @@ def test_default_split_is_announced(csvs, tiny_recipe, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "split by a hash of each row" in proc.stdout and "--limit 300" in proc.stdout
     rows = json.loads(proc.stdout.strip().splitlines()[-1])["rows"]
-    assert rows["train"] + rows["valid"] + rows["stack"] == 300 and 0 < rows["test"] <= 75
+    assert rows["train"] == 300 and 0 < rows["test"] <= 75
 
 
 def test_bad_csv_names_file_and_column(csvs, tmp_path):
