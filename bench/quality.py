@@ -1,7 +1,7 @@
 """Quality benchmark: mmpc's CPU-friendly level-1 text kinds and their LightGBM stack on real text.
 
 Trains, on the CPU and within a wall-clock budget, every level-1 model of the recipe
-(``bench/quality.yaml``: TF-IDF + linear SVM variants and a small transformer trained from scratch
+(``bench/quality.yaml``: a TF-IDF + linear SVM model and a small transformer trained from scratch
 with a WordPiece tokenizer trained on the train text), stacks them with mmpc's LightGBM stacker and
 prints the paper's Table 1 layout on the test rows: macro-F1 per model and for the stack, with wall
 times. The last printed line is one JSON object with every figure.
@@ -184,11 +184,10 @@ def predict(cfg, folder: Path, texts: list[str], batch_size: int) -> np.ndarray:
 
 
 def neural_minutes(
-    cfg: TextModelConfig, budget_s: float, elapsed_s: float, reserve_s: float, left: int
+    own: float | None, budget_s: float, elapsed_s: float, reserve_s: float, left: int
 ) -> float:
-    """A transformer fit's share of what is left of the budget (its own cap, if smaller)."""
+    """A transformer fit's share of what is left of the budget (the recipe's own cap, if smaller)."""
     share = max(budget_s - elapsed_s - reserve_s, 0.0) / max(left, 1) / 60
-    own = cfg.train.max_minutes
     return max(min(share, own) if own else share, 0.05)
 
 
@@ -248,10 +247,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         oof[name] = np.zeros((len(rows), len(codes)), dtype=np.float32)
         test_probs[name] = np.zeros((len(test), len(codes)), dtype=np.float32)
         fits = []
+        own_cap = cfg.train.max_minutes if isinstance(cfg, TextModelConfig) else None
         for i, (fit_idx, held_idx) in enumerate(splits):
             if isinstance(cfg, TextModelConfig):
                 cfg.train.max_minutes = neural_minutes(
-                    cfg, budget_s, time.perf_counter() - started, reserve_s, neural_left
+                    own_cap, budget_s, time.perf_counter() - started, reserve_s, neural_left
                 )
                 neural_left -= 1
                 print(
