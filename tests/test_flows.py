@@ -16,7 +16,7 @@ from mmpc.demo_catalog import write_demo_catalog
 
 pytestmark = pytest.mark.slow
 
-LEVEL1 = ("flaubert", "camembert", "seresnext", "fusion")
+LEVEL1 = ("flaubert", "camembert", "tfidf", "seresnext", "fusion")
 FAST = {
     "models.seresnext.train.epochs": 2,
     "models.fusion.train.epochs": 3,
