@@ -28,7 +28,7 @@ from mmpc.labels import RAKUTEN_CODES
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-LEVEL1 = ("flaubert", "camembert", "seresnext", "fusion")
+LEVEL1 = ("flaubert", "camembert", "tfidf", "seresnext", "fusion")
 # Few epochs: this checks where everything lands, `make demo` shows the quality.
 FAST = (
     "models.flaubert.train.epochs=2 models.camembert.train.epochs=2 models.seresnext.train.epochs=2 "
