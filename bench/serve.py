@@ -10,7 +10,7 @@ Measured in one run, on the same requests (real test-split rows, every other one
 1. in process: products/s for batches of ``--batch`` products, ensemble and naive interleaved;
 2. over HTTP (``mlflow models serve --env-manager local --workers 1``): products/s with ``--clients``
    threads sending batches of ``--http-batch``; single-product latency p50/p99 (sequential requests
-   after a warm-up). Naive over HTTP: one server per level-1 model, the client calls the four in turn
+   after a warm-up). Naive over HTTP: one server per level-1 model, the client calls them in turn
    and runs the booster itself;
 3. a per-stage timing breakdown and a cProfile of single-product requests in process;
 4. with ``--paper-size``: paper-size architectures with random weights (FlauBERT-base, CamemBERT-base,
@@ -375,7 +375,7 @@ def probabilities(answer: dict, codes: Sequence[int]) -> np.ndarray:
 
 
 def naive_client(urls: dict[str, str], members: list[str], codes: list[int], booster: Any) -> Client:
-    """The four level-1 servers called in turn, then the booster in the client."""
+    """The level-1 servers called in turn, then the booster in the client."""
     from mmpc import stacking
 
     def call(session: Any, body: bytes) -> np.ndarray:
@@ -486,6 +486,9 @@ def stage_breakdown(ens_model: Any, singles: Sequence[pd.DataFrame], rounds: int
             m = runner.meta
             with timed(stages, f"fusion head {name}"):
                 probs[name] = runner.run([embs[t] for t in m["text"]], embs[m["image"]])
+        for name, predictor in pred.separate.items():  # members with no shared backbone (TF-IDF)
+            with timed(stages, f"own predictor {name}"):
+                probs[name] = predictor.predict_proba(req.texts, req.images)
         with timed(stages, "stacking.features"):
             X = stacking.features(probs, pred.members, pred.codes)
         with timed(stages, "booster.predict"):
@@ -903,7 +906,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_rows = max(args.batch * (args.batches + 1), args.http_batch * args.http_requests, 64)
         frame = request_rows(store.catalog, args.recipe, n_rows)
 
-        log("in process: ensemble pyfunc vs four level-1 pyfuncs + booster")
+        log(f"in process: ensemble pyfunc vs {len(store.members)} level-1 pyfuncs + booster")
         inproc, ens_model, naive = bench_inprocess(store, frame, args)
         singles = [frame.iloc[[i]].reset_index(drop=True) for i in range(16)]
         stages = stage_breakdown(ens_model, singles, rounds=120)
