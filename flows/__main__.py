@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from flows.retrain import retrain
+    from mmpc.cli import reporting_errors
 
     if args.command == "serve":
         from prefect.schedules import Cron
@@ -76,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             tags=["mmpc"],
         )
         return 0
+    return reporting_errors(lambda: _retrain(retrain, args))
+
+
+def _retrain(retrain, args) -> int:
     result = retrain(**_parameters(args))
     print(result["ensemble"]["table"])
     print(

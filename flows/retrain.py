@@ -27,6 +27,7 @@ from prefect.tasks import exponential_backoff
 from flows.report import summary_markdown
 from mmpc import evaluation, pipeline, tracking
 from mmpc.catalog import CatalogError
+from mmpc.locations import LocationError
 from mmpc.recipe import Recipe, RecipeError, load_recipe
 
 # Faults worth a retry: the tracking server, the object store or the catalog's bucket briefly
@@ -41,7 +42,7 @@ def _transient(task_, task_run, state) -> bool:
         state.result()
     except TRANSIENT:
         return True
-    except (CatalogError, RecipeError):  # bad input stays bad, whatever its message says
+    except (CatalogError, RecipeError, LocationError):  # bad input stays bad, whatever its message says
         return False
     except Exception as exc:
         return tracking.outage_message(exc) is not None

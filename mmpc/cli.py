@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 DEFAULT_WORKDIR = "mmpc-work"
@@ -261,18 +262,26 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
-    from mmpc.catalog import CatalogError
-    from mmpc.promotion import PromotionError
-    from mmpc.recipe import RecipeError
-
-    errors: tuple[type[Exception], ...] = (CatalogError, RecipeError, PromotionError)
+    extra: tuple[type[Exception], ...] = ()
     if args.command == "evaluate":
         from mmpc.evaluation import EvaluationError
 
-        errors += (EvaluationError,)
+        extra = (EvaluationError,)
+    return reporting_errors(lambda: args.func(args), extra)
+
+
+def reporting_errors(call: Callable[[], int], extra: tuple[type[Exception], ...] = ()) -> int:
+    """``call()``, with bad input reported as one ``error:`` line and exit 2, and an unreachable
+    tracking server or artifact store as one line naming it and exit 3; anything else is a bug and
+    keeps its traceback."""
+    from mmpc.catalog import CatalogError
+    from mmpc.locations import LocationError
+    from mmpc.promotion import PromotionError
+    from mmpc.recipe import RecipeError
+
     try:
-        return args.func(args)
-    except errors as exc:
+        return call()
+    except (CatalogError, RecipeError, PromotionError, LocationError, *extra) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:

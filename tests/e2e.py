@@ -21,6 +21,13 @@ FAST = {
 }
 
 
+def resumable_flaubert(epochs: int) -> list[str]:
+    """``--set`` options for a FlauBERT training that checkpoints often and never stops early: the
+    tests that interrupt a training (kill, server outage) need an epoch boundary to hit."""
+    options = {"epochs": epochs, "batch_size": 8, "checkpoint_every_steps": 4, "patience": 10}
+    return [a for k, v in options.items() for a in ("--set", f"models.flaubert.train.{k}={v}")]
+
+
 @contextmanager
 def serve(
     model_uri: str, tracking_uri: str, logdir: Path, env: dict[str, str] | None = None

@@ -1,5 +1,6 @@
 """Helpers for tests that start real servers or run mmpc the way a user does: free ports,
-``mlflow models serve`` on a registered model, ``mlflow run`` of the project."""
+servers in the background (``mlflow models serve`` on a registered model, ``mlflow server``),
+``mlflow run`` of the project."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def wait_healthy(url: str, proc: subprocess.Popen, log_path: Path, what: str, ti
 
 @dataclass
 class Server:
-    """A running ``mlflow models serve``: its URL, process and log."""
+    """A running server: its URL, process and log."""
 
     url: str
     proc: subprocess.Popen
@@ -73,45 +74,49 @@ class Server:
 
 
 @contextmanager
-def served_model(
-    model_uri: str, env: Mapping[str, str], log_path: Path, timeout: float = 120
+def background_server(
+    argv: list[str], health_path: str, env: Mapping[str, str], log_path: Path, what: str, timeout: float = 120
 ) -> Iterator[Server]:
-    """``mlflow models serve -m model_uri`` on a free port, as a user runs it; stopped (its whole
-    process group) on exit."""
+    """``argv`` (a server taking ``--host 127.0.0.1 --port N``) on a free port until ``health_path``
+    answers; stopped, its whole process group, on exit."""
     port = free_port()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [
-                str(BIN / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                model_uri,
-                "--env-manager",
-                "local",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
+            [*argv, "--host", "127.0.0.1", "--port", str(port)],
             env=dict(env),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(f"{url}{health_path}", proc, log_path, what, timeout)
+        yield Server(url, proc, log_path)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
-            wait_healthy(f"{url}/ping", proc, log_path, "mlflow models serve", timeout)
-            yield Server(url, proc, log_path)
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def served_model(
+    model_uri: str, env: Mapping[str, str], log_path: Path, timeout: float = 120
+) -> AbstractContextManager[Server]:
+    """``mlflow models serve -m model_uri``, as a user runs it (see ``background_server``)."""
+    argv = [
+        str(BIN / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "--workers",
+        "1",
+    ]
+    return background_server(argv, "/ping", env, log_path, "mlflow models serve", timeout)
 
 
 def mlflow_run(

@@ -11,17 +11,13 @@ registered model, set then read back), the lock that works across machines.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
-import requests
 from mlflow.tracking import MlflowClient
-from servers import BIN, free_port, user_env
+from servers import BIN, background_server, user_env
 
 from mmpc import promotion
 from mmpc.demo_catalog import write_demo_catalog
@@ -42,49 +38,19 @@ sys.exit(main(["stack", "--models", f"tfidf={version}", *common, "--set", "stack
 @pytest.fixture
 def tracking_server(tmp_path) -> Iterator[str]:
     """``mlflow server`` on a free loopback port: SQLite backend, artifacts served by the server."""
-    port = free_port()
+    argv = [
+        str(BIN / "mlflow"),
+        "server",
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination",
+        str(tmp_path / "server-artifacts"),
+    ]
     env = user_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    with open(tmp_path / "mlflow-server.log", "w") as log:
-        proc = subprocess.Popen(
-            [
-                str(BIN / "mlflow"),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-                "--backend-store-uri",
-                f"sqlite:///{tmp_path / 'server.db'}",
-                "--artifacts-destination",
-                str(tmp_path / "server-artifacts"),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (tmp_path / "mlflow-server.log").read_text()[-3000:]
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "mlflow server did not become healthy in 120 s"
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    with background_server(argv, "/health", env, tmp_path / "mlflow-server.log", "mlflow server") as server:
+        yield server.url
 
 
 @pytest.mark.slow

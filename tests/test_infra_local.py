@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -289,6 +291,63 @@ def test_gpu_work_pool_templates_are_accepted_by_the_prefect_server(topology):
                 overwrite=True,
             )
             assert pool.base_job_template["variables"]["properties"]["gpu_count"]["default"] == 1
+
+
+def _module(module: str, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``python -m module argv...`` as a user runs it; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *argv], env=env, capture_output=True, text=True, timeout=900
+    )
+
+
+def test_a_catalog_in_the_bucket_is_mirrored_and_retrained_from_s3(topology, tmp_path, monkeypatch):
+    """A catalog under ``s3://bucket/prefix``, read with the AWS profile (no key in the environment):
+    ``retrain`` mirrors it and trains on it, an unchanged catalog downloads nothing, a changed object
+    is the only one fetched again, and a prefix with nothing under it is one clear error."""
+    topo = topology["topo"]
+    bucket = topo.settings().bucket
+    for key, value in topo.s3_env().items():
+        monkeypatch.setenv(key, value)
+    s3 = boto3.Session(profile_name=topo.s3_env()["AWS_PROFILE"]).client("s3")
+    local = write_demo_catalog(tmp_path / "shop", size=300, seed=12)
+    files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
+    for rel in files:
+        s3.upload_file(str(local / rel), bucket, f"catalogs/shop/{rel}")
+    location = f"s3://{bucket}/catalogs/shop"
+    work = tmp_path / "work"
+    env = user_env(**topo.client_env(), **topo.s3_env())
+    args = ["--catalog", location, "--workdir", str(work), "--models", "tfidf"]
+
+    first = _module("flows", ["retrain", *args], env)
+    assert first.returncode == 0, first.stderr[-6000:]
+    assert json.loads(first.stdout.strip().splitlines()[-1])["trained"] == ["tfidf"]
+    mirror = work / "catalogs" / bucket / "catalogs" / "shop"
+    for rel in files:
+        assert (mirror / rel).read_bytes() == (local / rel).read_bytes(), rel
+    client = MlflowClient(tracking_uri=topo.mlflow_url, registry_uri=topo.mlflow_url)
+    experiment = client.get_experiment_by_name("mmpc/shop")  # named after the prefix, as a folder would be
+    assert experiment is not None and client.search_runs([experiment.experiment_id])
+    inodes = {rel: (mirror / rel).stat().st_ino for rel in files}
+
+    second = _module("flows", ["retrain", *args], env)
+    assert second.returncode == 0, second.stderr[-6000:]
+    assert json.loads(second.stdout.strip().splitlines()[-1])["published"] is False
+    assert {rel: (mirror / rel).stat().st_ino for rel in files} == inodes  # nothing downloaded again
+
+    from mmpc import locations
+
+    changed, other = [rel for rel in files if rel.endswith(".jpg")][:2]  # a photo replaced
+    s3.put_object(Bucket=bucket, Key=f"catalogs/shop/{changed}", Body=(local / other).read_bytes())
+    locations.materialize(location, work / "catalogs")
+    fetched = {rel for rel in files if (mirror / rel).stat().st_ino != inodes[rel]}
+    assert fetched == {changed} and (mirror / changed).read_bytes() == (local / other).read_bytes()
+
+    nowhere = ["train", "tfidf", "--catalog", f"s3://{bucket}/catalogs/none", "--workdir", str(work)]
+    missing = _module("mmpc.cli", nowhere, env)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr[-3000:]
+    assert missing.stderr.strip().splitlines()[-1] == (
+        f"error: s3://{bucket}/catalogs/none: no objects under this prefix"
+    )
 
 
 def test_down_stops_everything_frees_the_ports_and_a_new_up_finds_the_data(topology, pipeline):

@@ -112,7 +112,7 @@ def runs(tmp_path_factory):
     for entry, proc in done.items():
         if entry != "bad":
             assert proc.returncode == 0, f"{entry}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return {"procs": done, "client": MlflowClient(uri), "uri": uri}
+    return {"procs": done, "client": MlflowClient(uri, registry_uri=uri), "uri": uri}
 
 
 def _project_runs(client: MlflowClient, status: str = "FINISHED") -> dict[str, object]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from e2e import resumable_flaubert
 from mlflow.tracking import MlflowClient
 
 from mmpc.demo_catalog import write_demo_catalog
@@ -144,14 +145,7 @@ def test_training_killed_at_each_point_resumes_in_the_same_run(tmp_path, observe
         str(catalog),
         "--workdir",
         str(workdir),
-        "--set",
-        f"models.flaubert.train.epochs={epochs}",
-        "--set",
-        "models.flaubert.train.batch_size=8",
-        "--set",
-        "models.flaubert.train.checkpoint_every_steps=4",
-        "--set",
-        "models.flaubert.train.patience=10",
+        *resumable_flaubert(epochs),
     ]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     uri = f"sqlite:///{workdir / 'mlflow.db'}"

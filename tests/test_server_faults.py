@@ -12,6 +12,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from e2e import resumable_flaubert
 from mlflow.tracking import MlflowClient
 from servers import user_env
 
@@ -23,16 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 FAULT_AT = Path(__file__).with_name("fault_at.py")
 EPOCHS = 4
-TRAIN = [
-    "--set",
-    f"models.flaubert.train.epochs={EPOCHS}",
-    "--set",
-    "models.flaubert.train.batch_size=8",
-    "--set",
-    "models.flaubert.train.checkpoint_every_steps=4",
-    "--set",
-    "models.flaubert.train.patience=10",
-]
+TRAIN = resumable_flaubert(EPOCHS)
 # The MLflow client gives up after one quick retry: the outage reaches mmpc instead of being
 # absorbed by the client's own backoff (minutes by default).
 QUICK_CLIENT = {
