@@ -53,7 +53,9 @@ def s3_client():
         or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
     )
     config = Config(s3={"addressing_style": "path"} if endpoint else {}, retries={"max_attempts": 5})
-    return boto3.client("s3", endpoint_url=endpoint, config=config)
+    # A session of its own: boto3's default one reads the profile files once per process, and a
+    # long-lived process (a served deployment) must see the environment of each run.
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
 
 
 def materialize(location: str | Path, cache_root: str | Path) -> Path:

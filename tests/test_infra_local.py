@@ -309,7 +309,7 @@ def test_a_catalog_in_the_bucket_is_mirrored_and_retrained_from_s3(topology, tmp
     for key, value in topo.s3_env().items():
         monkeypatch.setenv(key, value)
     s3 = boto3.Session(profile_name=topo.s3_env()["AWS_PROFILE"]).client("s3")
-    local = write_demo_catalog(tmp_path / "shop", size=300, seed=12)
+    local = write_demo_catalog(tmp_path / "shop", size=600, seed=12)
     files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
     for rel in files:
         s3.upload_file(str(local / rel), bucket, f"catalogs/shop/{rel}")
@@ -354,6 +354,7 @@ def test_down_stops_everything_frees_the_ports_and_a_new_up_finds_the_data(topol
     topo = topology["topo"]
     processes = {pid: _started(pid) for pid in set().union(*(_tree(p) for p in topo.pids().values() if p))}
     ports = topo.settings().ports
+    before = pipeline["client"].get_model_version_by_alias("mmpc-ensemble", "champion")
     topo.down()
     assert not [pid for pid, started in processes.items() if alive(pid) and _started(pid) == started]
     assert not [name for name, port in ports.items() if port_open(port)]
@@ -362,4 +363,4 @@ def test_down_stops_everything_frees_the_ports_and_a_new_up_finds_the_data(topol
     # the registry and the bucket survive a restart
     assert topo.up().healthy
     champion = pipeline["client"].get_model_version_by_alias("mmpc-ensemble", "champion")
-    assert str(champion.version) == "1"
+    assert (champion.version, champion.run_id) == (before.version, before.run_id)
