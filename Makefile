@@ -16,7 +16,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 # `mlflow models serve --env-manager local` starts uvicorn from PATH: the venv's must come first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test serve ui lint clean venv
+.PHONY: demo test test-fast serve ui lint clean venv
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The unit tier for the inner loop: no end-to-end training, no server topology. CI runs `make test`.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not integration" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check mmpc flows tests bench

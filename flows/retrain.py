@@ -28,6 +28,7 @@ from flows.report import summary_markdown
 from mmpc import evaluation, pipeline, tracking
 from mmpc.catalog import CatalogError
 from mmpc.locations import LocationError
+from mmpc.models import pretrained
 from mmpc.recipe import Recipe, RecipeError, load_recipe
 
 # Faults worth a retry: the tracking server, the object store or the catalog's bucket briefly
@@ -71,7 +72,10 @@ def check_catalog(
     catalog: str, recipe: str, overrides: dict[str, Any] | None = None, workdir: str = "mmpc-work"
 ) -> dict[str, Any]:
     """Validate the catalog before any training; a broken catalog stops the flow here."""
-    cat = _catalog(catalog, _recipe(recipe, overrides), workdir)
+    r = _recipe(recipe, overrides)
+    cat = _catalog(catalog, r, workdir)
+    for name, cfg in r.models.items():  # a missing or wrong checkpoint stops the flow here too
+        pretrained.check(name, cfg)
     counts = cat.frame["split"].value_counts().to_dict()
     logger = get_run_logger()
     logger.info("catalog %s: %d products, splits %s", cat.name, len(cat.frame), counts)

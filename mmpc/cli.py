@@ -52,6 +52,7 @@ def cmd_demo_catalog(args) -> int:
 
 def cmd_check(args) -> int:
     from mmpc.catalog import read_catalog
+    from mmpc.models import pretrained
 
     recipe = _recipe(args)
     catalog = read_catalog(
@@ -70,6 +71,8 @@ def cmd_check(args) -> int:
     if args.manifest:
         paths = catalog.write_manifest(args.manifest)
         print("wrote " + ", ".join(str(p) for p in paths.values()))
+    for name, cfg in recipe.models.items():
+        pretrained.check(name, cfg)
     return 0
 
 

@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 import mmpc
 from mmpc import ensemble, images, locations, orphans, promotion, stacking, tracking
 from mmpc.catalog import Catalog, read_catalog
+from mmpc.models import pretrained
 from mmpc.models.runners import Level1Predictor
 from mmpc.recipe import FusionModelConfig, ImageModelConfig, Recipe, TextModelConfig, TfidfModelConfig
 from mmpc.serving import ensemble_signature, level1_signature
@@ -105,12 +106,13 @@ def _digest(key: dict) -> str:
 def training_key(
     catalog: Catalog, recipe: Recipe, name: str, input_versions: dict[str, str] | None = None
 ) -> str:
-    """Everything a level-1 model's training and reported scores depend on: its recipe section,
-    the seed, the code version, the label set, the content of the splits it reads, and for fusion
+    """Everything a level-1 model's training and reported scores depend on: its recipe section and
+    the digests of a local checkpoint's files, the seed, the code version, the label set, the content of the splits it reads, and for fusion
     the versions of its inputs. Equal keys mean an equal model, whatever machine trained it."""
     return _digest(
         {
             "model": recipe.to_dict()["models"][name],
+            "checkpoint": pretrained.fingerprint(recipe.model(name)),
             "seed": recipe.seed,
             "code": code_version(),
             "labels": list(catalog.labels.codes),
@@ -347,6 +349,7 @@ def train_level1(
     """
     tracking.configure(workdir)
     cfg = recipe.model(name)
+    pretrained.check(name, cfg)  # a wrong checkpoint fails here, before a run starts
     seed_everything(recipe.seed)
     device = distributed.device_for_rank(resolve_device(recipe.device))
     # Rank 0 creates the store and experiment before other ranks read it (SQLite cannot be

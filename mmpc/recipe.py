@@ -47,11 +47,14 @@ class TrainConfig:
     # A wall-clock cap on the whole fit: the epoch that crosses it stops at the next batch, is
     # validated, and training ends (the best epoch so far is kept). None: no cap.
     max_minutes: float | None = None
+    # A cap on optimiser steps over the whole fit, resumed processes included: the epoch that reaches
+    # it stops there, is validated, and training ends; the schedule spans at most this many. None: no cap.
+    max_steps: int | None = None
 
 
 @dataclass
 class TokenizerConfig:
-    pretrained: str | None = None  # a hub name or a local folder
+    pretrained: str | None = None  # a hub name or a local folder; default: the model's own checkpoint
     train_vocab_size: int = 4000  # when not pretrained: a WordPiece tokenizer trained on the train split
     lowercase: bool = False
 
@@ -73,7 +76,9 @@ class TextModelConfig:
 class ImageModelConfig:
     kind: Literal["image"] = "image"
     arch: str = "legacy_seresnext50_32x4d"
-    pretrained: bool = True
+    # true: timm's hub weights for `arch`; a path: local weights, a file (safetensors or a state dict)
+    # or a folder in timm's layout (config.json naming the architecture + model.safetensors); false: random
+    pretrained: bool | str = True
     img_size: int = 224
     crop_fraction: float = 224 / 256
     drop_rate: float = 0.0
@@ -326,6 +331,9 @@ def from_dict(data: dict[str, Any]) -> Recipe:
                     raise RecipeError(f"models.{name}: input {ref!r} is not a {kind} model of this recipe")
         if isinstance(cfg, TfidfModelConfig):
             _check_tfidf(cfg, f"models.{name}")
+        if isinstance(cfg, TextModelConfig) and cfg.pretrained and not cfg.tokenizer.pretrained:
+            # A checkpoint is read with its own tokenizer, never one trained on the catalog.
+            cfg.tokenizer.pretrained = cfg.pretrained
     return recipe
 
 

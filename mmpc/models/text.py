@@ -113,7 +113,13 @@ def build_backbone(
         raise ValueError("a text model needs `pretrained` (a model name or folder) or `backbone_type`")
     config = AutoConfig.for_model(backbone_type, **backbone_config)
     if vocab_size is not None:
-        config.vocab_size = vocab_size
+        # An explicit vocabulary (a published architecture's shape) is kept when the tokenizer fits it.
+        explicit = backbone_config.get("vocab_size")
+        if explicit is not None and explicit < vocab_size:
+            raise ValueError(
+                f"backbone_config.vocab_size {explicit} is smaller than the tokenizer's {vocab_size} tokens"
+            )
+        config.vocab_size = explicit if explicit is not None else vocab_size
     for key, token_id in (special_ids or {}).items():
         for attr in _SPECIAL_ATTRS[key]:
             if hasattr(config, attr):

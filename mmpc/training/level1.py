@@ -100,8 +100,9 @@ def train_text(
     run: RunOptions,
 ) -> FitResult:
     seed_everything(run.seed)
-    if cfg.tokenizer.pretrained:
-        tokenizer = load_tokenizer(cfg.tokenizer.pretrained)
+    # A checkpoint is always read with its own tokenizer, never one trained on the catalog.
+    if tokenizer_ref := cfg.tokenizer.pretrained or cfg.pretrained:
+        tokenizer = load_tokenizer(tokenizer_ref)
     else:
         tokenizer = train_wordpiece(
             train["text"].tolist(), cfg.tokenizer.train_vocab_size, cfg.tokenizer.lowercase
