@@ -106,9 +106,9 @@ def _digest(key: dict) -> str:
 def training_key(
     catalog: Catalog, recipe: Recipe, name: str, input_versions: dict[str, str] | None = None
 ) -> str:
-    """Everything a level-1 model's training and reported scores depend on: its recipe section and
-    the digests of a local checkpoint's files, the seed, the code version, the label set, the content of the splits it reads, and for fusion
-    the versions of its inputs. Equal keys mean an equal model, whatever machine trained it."""
+    """Everything a level-1 model's training and reported scores depend on: its recipe section, the
+    digests of a local checkpoint's files, the seed, the code version, the label set, the content of
+    the splits it reads, and for fusion the versions of its inputs. Equal keys mean an equal model, whatever machine trained it."""
     return _digest(
         {
             "model": recipe.to_dict()["models"][name],
