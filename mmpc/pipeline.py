@@ -108,7 +108,8 @@ def training_key(
 ) -> str:
     """Everything a level-1 model's training and reported scores depend on: its recipe section, the
     digests of a local checkpoint's files, the seed, the code version, the label set, the content of
-    the splits it reads, and for fusion the versions of its inputs. Equal keys mean an equal model, whatever machine trained it."""
+    the splits it reads, and for fusion the versions of its inputs. Equal keys mean an equal model,
+    whatever machine trained it."""
     return _digest(
         {
             "model": recipe.to_dict()["models"][name],
