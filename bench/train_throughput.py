@@ -32,7 +32,6 @@ import resource
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -47,11 +46,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mmpc import images
+from mmpc.models.batching import LengthBucketSampler, TextCollator, autocast
 from mmpc.models.image import ImageClassifier
 from mmpc.models.text import TextClassifier, build_backbone
 from mmpc.models.tokenizer import train_wordpiece
 from mmpc.text import join
-from mmpc.training.data import ImageDataset, LengthBucketSampler, TextCollator
+from mmpc.training.data import ImageDataset
 
 REAL_SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/rakuten/real_sample"
 NUM_CLASSES = 27
@@ -213,14 +213,6 @@ def resolve_setup(args: BenchArgs) -> Setup:
 
 
 # ---------------------------------------------------------------- device helpers
-
-
-def autocast(device: torch.device, enabled: bool):
-    # mmpc.training.engine.autocast, repeated: importing the engine pulls scikit-learn (via metrics),
-    # and this script must run where only torch, transformers and timm are installed.
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def synchronize(device: torch.device) -> None:

@@ -22,13 +22,13 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mmpc import metrics as M
 from mmpc import tracking
 from mmpc.catalog import SPLITS, Catalog
 from mmpc.ensemble import MANIFEST, EnsemblePredictor
 from mmpc.labels import RAKUTEN_NAMES
 from mmpc.models.runners import Level1Predictor
 from mmpc.pipeline import code_version, predict_rows
-from mmpc.training import metrics as M
 
 log = logging.getLogger(__name__)
 

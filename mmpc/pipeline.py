@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 import mmpc
 from mmpc import ensemble, images, locations, orphans, promotion, stacking, tracking
 from mmpc.catalog import Catalog, read_catalog
+from mmpc.metrics import macro_f1
 from mmpc.models import pretrained
 from mmpc.models.runners import Level1Predictor
 from mmpc.recipe import FusionModelConfig, ImageModelConfig, Recipe, TextModelConfig, TfidfModelConfig
@@ -32,7 +33,6 @@ from mmpc.serving import ensemble_signature, level1_signature
 from mmpc.training import checkpoint, distributed
 from mmpc.training import level1 as train_l1
 from mmpc.training.engine import FitResult, resolve_device, seed_everything
-from mmpc.training.metrics import macro_f1
 from mmpc.training.tfidf import train_tfidf
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
+from mmpc.metrics import macro_f1
 from mmpc.recipe import StackingConfig
-from mmpc.training.metrics import macro_f1
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mmpc import metrics as M
 from mmpc.catalog import Catalog
 from mmpc.labels import describe
-from mmpc.training import metrics as M
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The layering of DESIGN.md, and ruff: checked on every CI run."""
+"""The layering of the README's "How it is built", and ruff: checked on every CI run."""
 
 from __future__ import annotations
 
@@ -70,3 +70,18 @@ def test_ruff_is_clean():
     targets = [p for p in ("mmpc", "flows", "tests", "bench") if (REPO / p).exists()]
     proc = subprocess.run([ruff, "check", *targets], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_inference_does_not_import_training():
+    """What a served model loads (the pyfunc wrappers and everything they import) holds no training
+    code, and no orchestration, database or object-store client."""
+    probe = (
+        "import sys, mmpc.serving; "
+        "print(sorted(m for m in sys.modules if m.startswith('mmpc.training') "
+        "or m.split('.')[0] in ('prefect', 'psycopg2', 'boto3')))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", f"inference imports {proc.stdout.strip()}"

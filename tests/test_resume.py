@@ -16,9 +16,10 @@ from e2e import resumable_flaubert
 from mlflow.tracking import MlflowClient
 
 from mmpc.demo_catalog import write_demo_catalog
+from mmpc.models.batching import LengthBucketSampler
 from mmpc.recipe import TrainConfig
 from mmpc.training import checkpoint
-from mmpc.training.data import LengthBucketSampler, TensorDictDataset
+from mmpc.training.data import TensorDictDataset
 from mmpc.training.engine import fit
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from mmpc import stacking
+from mmpc.metrics import macro_f1
 from mmpc.recipe import StackingConfig
-from mmpc.training.metrics import macro_f1
 
 C = 6
 CODES = [10, 40, 50, 60, 1140, 1160]

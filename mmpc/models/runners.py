@@ -15,13 +15,12 @@ from PIL import Image
 
 from mmpc import images
 from mmpc.models import store
+from mmpc.models.batching import LengthBucketSampler, TextCollator, TextDataset, autocast
 from mmpc.models.fusion import FusionHead
 from mmpc.models.image import ImageClassifier
 from mmpc.models.text import TextClassifier, load_backbone
 from mmpc.models.tfidf import TfidfRunner
 from mmpc.models.tokenizer import load_tokenizer
-from mmpc.training.data import LengthBucketSampler, TextCollator, TextDataset
-from mmpc.training.engine import autocast
 
 
 class TextRunner:

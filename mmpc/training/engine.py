@@ -12,7 +12,6 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,10 +23,11 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from mmpc.metrics import macro_f1
+from mmpc.models.batching import autocast
 from mmpc.recipe import TrainConfig
 from mmpc.training import checkpoint, distributed
 from mmpc.training.checkpoint import TrainState
-from mmpc.training.metrics import macro_f1
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,6 @@ def to_device(batch, device: torch.device):
     if isinstance(batch, list | tuple):
         return type(batch)(to_device(v, device) for v in batch)
     return batch
-
-
-def autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
@@ -138,6 +132,12 @@ def _past(deadline: float, device: torch.device) -> bool:
     return past
 
 
+def _steps_spent(scheduler, cfg: TrainConfig) -> bool:
+    """Whether ``cfg.max_steps`` optimiser steps are done; the schedule's step count is restored from a
+    checkpoint, so the cap holds over resumed processes too (and is the same on every DDP rank)."""
+    return cfg.max_steps is not None and scheduler.last_epoch >= cfg.max_steps
+
+
 def fit(
     model: nn.Module,
     train_batches: Iterable[dict],
@@ -156,10 +156,14 @@ def fit(
     ``cfg.checkpoint_every_steps`` optimiser steps); if one is there already, training continues
     from it: same epoch, same batch position, same optimiser, schedule and RNG state.
     """
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise ValueError(f"train.max_steps must be at least 1, got {cfg.max_steps}")
     model.to(device)
     sampler = _batch_sampler(train_batches)
     batches_per_epoch = sampler.epoch_batches() if sampler else len(train_batches)  # type: ignore[arg-type]
     total = max(1, batches_per_epoch // cfg.grad_accum) * cfg.epochs
+    if cfg.max_steps is not None:  # the schedule (warmup, decay) ends where training does
+        total = min(total, cfg.max_steps)
     optimizer = make_optimizer(model, cfg)
     scheduler = get_scheduler(
         _SCHEDULES[cfg.schedule],
@@ -190,7 +194,13 @@ def fit(
     # the budget covers the whole training, over resumed processes too
     deadline = started - seconds_before + cfg.max_minutes * 60 if cfg.max_minutes else None
     out_of_time = False
-    while state.epoch <= cfg.epochs and state.stale < cfg.patience and not out_of_time:
+    # An epoch left mid-way at the step cap (a checkpoint before its validation) is still validated.
+    while (
+        state.epoch <= cfg.epochs
+        and state.stale < cfg.patience
+        and not out_of_time
+        and (state.batches_done > 0 or not _steps_spent(scheduler, cfg))
+    ):
         epoch = state.epoch
         if sampler:
             sampler.set_epoch(epoch, state.batches_done)
@@ -198,7 +208,8 @@ def fit(
             state.batches_done = 0
         step_model.train()
         running, seen = 0.0, 0
-        bar = tqdm(train_batches, desc=f"{desc} epoch {epoch}/{cfg.epochs}", leave=False, mininterval=1.0)
+        batches = () if _steps_spent(scheduler, cfg) else train_batches
+        bar = tqdm(batches, desc=f"{desc} epoch {epoch}/{cfg.epochs}", leave=False, mininterval=1.0)
         optimizer.zero_grad(set_to_none=True)
         for batch in bar:
             batch = to_device(batch, device)
@@ -219,6 +230,9 @@ def fit(
             running += loss.item() * len(labels)
             seen += len(labels)
             bar.set_postfix(loss=f"{running / seen:.4f}", refresh=False)
+            if _steps_spent(scheduler, cfg):
+                log.info("%s: step budget of %d steps reached in epoch %d", desc, cfg.max_steps, epoch)
+                break
             if deadline is not None and _past(deadline, device):
                 out_of_time = True
                 log.info("%s: time budget of %.1f min reached in epoch %d", desc, cfg.max_minutes, epoch)

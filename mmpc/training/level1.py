@@ -19,6 +19,7 @@ from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from mmpc import images
 from mmpc.models import store
+from mmpc.models.batching import LengthBucketSampler, TextCollator, TextDataset
 from mmpc.models.fusion import FusionHead
 from mmpc.models.image import ImageClassifier
 from mmpc.models.runners import ImageRunner, TextRunner
@@ -26,13 +27,7 @@ from mmpc.models.text import TextClassifier, build_backbone
 from mmpc.models.tokenizer import load_tokenizer, special_token_ids, train_wordpiece
 from mmpc.recipe import FusionModelConfig, ImageModelConfig, TextModelConfig, TrainConfig
 from mmpc.training import distributed
-from mmpc.training.data import (
-    ImageDataset,
-    LengthBucketSampler,
-    TensorDictDataset,
-    TextCollator,
-    TextDataset,
-)
+from mmpc.training.data import ImageDataset, TensorDictDataset
 from mmpc.training.engine import FitResult, MetricLogger, fit, seed_everything
 
 log = logging.getLogger(__name__)

@@ -22,11 +22,11 @@ from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import LinearSVC
 
+from mmpc.metrics import macro_f1
 from mmpc.models import tfidf
 from mmpc.recipe import TfidfModelConfig
 from mmpc.training.engine import FitResult
 from mmpc.training.level1 import RunOptions
-from mmpc.training.metrics import macro_f1
 
 log = logging.getLogger(__name__)
 
