@@ -13,13 +13,15 @@ import argparse
 import json
 import sys
 
+from mmpc.locations import DEFAULT_WORKDIR
+
 WEEKLY = "0 3 * * 1"  # Mondays, 03:00
 
 
 def _pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--catalog", required=True, help="catalog folder or s3://bucket/prefix")
     p.add_argument("--recipe", default="demo")
-    p.add_argument("--workdir", default="mmpc-work")
+    p.add_argument("--workdir", default=DEFAULT_WORKDIR)
     p.add_argument("--models", nargs="*", help="restrict to these recipe models")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="recipe override (repeatable)")
     p.add_argument("--parallel", type=int, default=1, help="level-1 trainings at once on this machine")

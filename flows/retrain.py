@@ -27,7 +27,7 @@ from prefect.tasks import exponential_backoff
 from flows.report import summary_markdown
 from mmpc import evaluation, pipeline, tracking
 from mmpc.catalog import CatalogError
-from mmpc.locations import LocationError
+from mmpc.locations import DEFAULT_WORKDIR, LocationError
 from mmpc.models import pretrained
 from mmpc.recipe import Recipe, RecipeError, load_recipe
 
@@ -69,7 +69,7 @@ def _catalog(catalog: str, recipe: Recipe, workdir: str):
 
 @task(name="check-catalog", **RETRYING)
 def check_catalog(
-    catalog: str, recipe: str, overrides: dict[str, Any] | None = None, workdir: str = "mmpc-work"
+    catalog: str, recipe: str, overrides: dict[str, Any] | None = None, workdir: str = DEFAULT_WORKDIR
 ) -> dict[str, Any]:
     """Validate the catalog before any training; a broken catalog stops the flow here."""
     r = _recipe(recipe, overrides)
@@ -216,7 +216,7 @@ def train_level1(
     model: str,
     catalog: str,
     recipe: str = "demo",
-    workdir: str = "mmpc-work",
+    workdir: str = DEFAULT_WORKDIR,
     overrides: dict[str, Any] | None = None,
     input_versions: dict[str, str] | None = None,
     force: bool = False,
@@ -230,7 +230,7 @@ def train_fusion(
     inputs: dict[str, str],
     catalog: str,
     recipe: str = "demo",
-    workdir: str = "mmpc-work",
+    workdir: str = DEFAULT_WORKDIR,
     model: str = "fusion",
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -243,7 +243,7 @@ def stack_and_publish(
     versions: dict[str, str],
     catalog: str,
     recipe: str = "demo",
-    workdir: str = "mmpc-work",
+    workdir: str = DEFAULT_WORKDIR,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Stack registered level-1 versions, publish mmpc-ensemble, promote it if it is at least as good."""
@@ -303,7 +303,7 @@ def _train_stage(
 def retrain(
     catalog: str,
     recipe: str = "demo",
-    workdir: str = "mmpc-work",
+    workdir: str = DEFAULT_WORKDIR,
     models: list[str] | None = None,
     overrides: dict[str, Any] | None = None,
     parallel: int = 1,

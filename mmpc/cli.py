@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-DEFAULT_WORKDIR = "mmpc-work"
+from mmpc.locations import DEFAULT_WORKDIR
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -33,13 +33,9 @@ def _recipe(args):
 
 
 def _versions(items: list[str] | None) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        name, sep, ref = item.partition("=")
-        if not sep:
-            raise SystemExit(f"error: expected NAME=VERSION or NAME=@alias, got {item!r}")
-        out[name] = ref
-    return out
+    from mmpc.recipe import parse_refs
+
+    return parse_refs(items)
 
 
 def cmd_demo_catalog(args) -> int:
@@ -81,10 +77,10 @@ def cmd_train(args) -> int:
     from mmpc.training import distributed
 
     distributed.init_from_env()  # under torchrun: one process per GPU (or CPU gloo processes)
-    recipe = _recipe(args)
+    recipe, wanted = _recipe(args), _versions(args.inputs)
     catalog = pipeline.open_catalog(args.catalog, recipe, args.workdir)
     tracking.configure(args.workdir)
-    inputs = {n: str(tracking.resolve(n, ref).version) for n, ref in _versions(args.inputs).items()}
+    inputs = {n: str(tracking.resolve(n, ref).version) for n, ref in wanted.items()}
     try:
         result = pipeline.train_level1(
             catalog, recipe, args.model, Path(args.workdir), input_versions=inputs, reuse=not args.force
@@ -111,10 +107,10 @@ def cmd_train(args) -> int:
 def cmd_stack(args) -> int:
     from mmpc import pipeline, tracking
 
-    recipe = _recipe(args)
+    recipe, wanted = _recipe(args), _versions(args.models)  # bad arguments fail before the catalog is read
     catalog = pipeline.open_catalog(args.catalog, recipe, args.workdir)
     tracking.configure(args.workdir)
-    refs = _versions(args.models) or {n: "@candidate" for n in recipe.models}
+    refs = wanted or {n: "@candidate" for n in recipe.models}
     versions = {n: str(tracking.resolve(n, ref).version) for n, ref in refs.items()}
     result = pipeline.stack_and_publish(
         catalog, recipe, Path(args.workdir), versions, promote=not args.no_promote, reuse=not args.force

@@ -22,6 +22,8 @@ from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)
 
+# Where a command keeps its store, artifacts and checkpoints when no --workdir is given.
+DEFAULT_WORKDIR = "mmpc-work"
 INDEX_FILE = ".mmpc-s3-index.json"
 DOWNLOAD_THREADS = 16
 

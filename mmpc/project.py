@@ -33,6 +33,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mmpc.locations import DEFAULT_WORKDIR
+
 PROJECT_RUN_TAG = "mmpc.project_run_id"
 _RUN_ID, _CONTEXT = "MLFLOW_RUN_ID", "MLFLOW_RUN_CONTEXT"
 
@@ -90,15 +92,9 @@ def overrides(
 
 def refs(text: str) -> dict[str, str]:
     """``"flaubert=3 camembert=@candidate"`` -> ``{"flaubert": "3", "camembert": "@candidate"}``."""
-    from mmpc.recipe import RecipeError
+    from mmpc.recipe import parse_refs
 
-    out = {}
-    for item in shlex.split(text or ""):
-        name, sep, ref = item.partition("=")
-        if not sep or not name or not ref:
-            raise RecipeError(f"expected NAME=VERSION or NAME=@alias, got {item!r}")
-        out[name] = ref
-    return out
+    return parse_refs(shlex.split(text or ""))
 
 
 def resolve_versions(wanted: Mapping[str, str]) -> dict[str, str]:
@@ -185,7 +181,7 @@ def stack(args: argparse.Namespace) -> dict[str, Any]:
 def common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--catalog", required=True)
     p.add_argument("--recipe", default="demo")
-    p.add_argument("--workdir", default="mmpc-work")
+    p.add_argument("--workdir", default=DEFAULT_WORKDIR)
     p.add_argument("--overrides", default="", help='recipe overrides, "key.path=value ..."')
     p.add_argument("--device", default="", help="cpu, cuda or auto; empty: the recipe's")
 

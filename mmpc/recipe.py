@@ -307,6 +307,18 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def parse_refs(items: list[str] | None) -> dict[str, str]:
+    """``["flaubert=3", "camembert=@candidate"]`` -> ``{"flaubert": "3", "camembert": "@candidate"}``:
+    registered versions by number or alias, as every command line takes them."""
+    out = {}
+    for item in items or []:
+        name, sep, ref = item.partition("=")
+        if not sep or not name or not ref:
+            raise RecipeError(f"expected NAME=VERSION or NAME=@alias, got {item!r}")
+        out[name] = ref
+    return out
+
+
 def resolve_path(recipe: str | Path) -> Path:
     """A recipe is a YAML path, or the name of one in mlproject/ (``demo`` -> mlproject/demo.yaml)."""
     path = Path(recipe)

@@ -209,3 +209,22 @@ def test_recipe_errors_name_their_path(override, message):
 def test_unknown_recipe_lists_the_known_ones():
     with pytest.raises(RecipeError, match=r"known recipes: .*demo.*paper"):
         load_recipe("nope")
+
+
+def test_registered_versions_are_parsed_in_one_place(capsys):
+    """NAME=VERSION and NAME=@alias, the same for `mmpc` and the MLproject entry points; a bad item
+    is exit 2 with one line."""
+    from mmpc import cli, project
+    from mmpc.recipe import parse_refs
+
+    assert parse_refs(["flaubert=3", "camembert=@candidate"]) == {"flaubert": "3", "camembert": "@candidate"}
+    assert project.refs("flaubert=3 camembert=@candidate") == parse_refs(
+        ["flaubert=3", "camembert=@candidate"]
+    )
+    for bad in ("flaubert", "=3", "flaubert="):
+        with pytest.raises(RecipeError, match="expected NAME=VERSION"):
+            parse_refs([bad])
+    assert cli.main(["stack", "--catalog", "nowhere", "--models", "flaubert"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: expected NAME=VERSION or NAME=@alias, got 'flaubert'"
+    ]
