@@ -14,6 +14,7 @@ import shlex
 import sys
 
 from mmpc import project
+from mmpc import tags as tag
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,10 +44,10 @@ def main(argv: list[str] | None = None) -> int:
             project.record_outcome(
                 parent,
                 {
-                    "mmpc.pipeline_run_id": result["parent_run_id"],
-                    "mmpc.registered_model": "mmpc-ensemble",
-                    "mmpc.registered_version": published["version"],
-                    "mmpc.promoted": str(published["promoted"]),
+                    tag.PIPELINE_RUN_ID: result["parent_run_id"],
+                    tag.REGISTERED_MODEL: "mmpc-ensemble",
+                    tag.REGISTERED_VERSION: published["version"],
+                    tag.PROMOTED: str(published["promoted"]),
                 },
                 {"stack_test_macro_f1": published["scores"]["stack"]},
             )

@@ -26,6 +26,7 @@ from prefect.tasks import exponential_backoff
 
 from flows.report import summary_markdown
 from mmpc import evaluation, pipeline, tracking
+from mmpc import tags as tag
 from mmpc.catalog import CatalogError
 from mmpc.locations import DEFAULT_WORKDIR, LocationError
 from mmpc.models import pretrained
@@ -354,7 +355,7 @@ def retrain(
             parent,
             ok,
             {"stack_test_macro_f1": published["scores"]["stack"]} if ok else None,
-            tags={"mmpc.ensemble_version": published["version"]} if ok else None,
+            tags={tag.ENSEMBLE_VERSION: published["version"]} if ok else None,
         )
     markdown = summary_markdown(summary, results, published, parent)
     create_markdown_artifact(

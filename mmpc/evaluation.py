@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mmpc import metrics as M
+from mmpc import tags as tag
 from mmpc import tracking
 from mmpc.catalog import SPLITS, Catalog
 from mmpc.ensemble import MANIFEST, EnsemblePredictor
@@ -155,7 +156,7 @@ def load_predictor(mv: ModelVersion, dst: Path, device: torch.device) -> tuple[s
 
 
 def _tag_key(catalog: str, split: str) -> str:
-    return "mmpc.evaluation." + re.sub(r"[^A-Za-z0-9_.\-]", "_", f"{catalog}.{split}")
+    return tag.EVALUATION_PREFIX + re.sub(r"[^A-Za-z0-9_.\-]", "_", f"{catalog}.{split}")
 
 
 def run_evaluation(
@@ -185,12 +186,12 @@ def run_evaluation(
     device = device or torch.device("cpu")
     exp = tracking.experiment_id(catalog.name, workdir)
     tags = {
-        "mmpc.step": "evaluate",
-        "mmpc.evaluated_model": mv.name,
-        "mmpc.evaluated_version": str(mv.version),
-        "mmpc.evaluated_run": mv.run_id or "",
-        "mmpc.split": split,
-        "mmpc.code_version": code_version(),
+        tag.STEP: "evaluate",
+        tag.EVALUATED_MODEL: mv.name,
+        tag.EVALUATED_VERSION: str(mv.version),
+        tag.EVALUATED_RUN: mv.run_id or "",
+        tag.SPLIT: split,
+        tag.CODE_VERSION: code_version(),
     }
     with (
         mlflow.start_run(
@@ -203,7 +204,7 @@ def run_evaluation(
             raise EvaluationError(
                 f"{mv.name} v{mv.version} predicts codes {predictor.codes}, the catalog has {codes}"
             )
-        mlflow.set_tag("mmpc.kind", kind)
+        mlflow.set_tag(tag.KIND, kind)
         tracking.log_catalog(catalog)
         dataset = mlflow.data.from_pandas(
             frame[["productid", "designation", "description", "prdtypecode"]],

@@ -16,12 +16,10 @@ import socket
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
+from mmpc import tags as tag
+
 log = logging.getLogger(__name__)
 
-HOST_TAG = "mmpc.host"
-PID_TAG = "mmpc.pid"
-PID_START_TAG = "mmpc.pid_start"
-REASON_TAG = "mmpc.failed_reason"
 
 
 def _start_ticks(pid: int) -> str:
@@ -37,7 +35,7 @@ def _start_ticks(pid: int) -> str:
 def owner_tags() -> dict[str, str]:
     """Tags naming this process as the owner of a run."""
     pid = os.getpid()
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), PID_START_TAG: _start_ticks(pid)}
+    return {tag.HOST: socket.gethostname(), tag.PID: str(pid), tag.PID_START: _start_ticks(pid)}
 
 
 def _alive(pid: int, start: str) -> bool:
@@ -52,7 +50,7 @@ def _alive(pid: int, start: str) -> bool:
 
 
 def _fail(client: MlflowClient, run_id: str, reason: str) -> None:
-    client.set_tag(run_id, REASON_TAG, reason)
+    client.set_tag(run_id, tag.FAILED_REASON, reason)
     client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
 
 
@@ -63,16 +61,16 @@ def fail_orphans(experiment_id: str, keep: set[str] | None = None) -> list[str]:
     host = socket.gethostname()
     running = client.search_runs(
         [experiment_id],
-        f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
+        f"attributes.status = 'RUNNING' and tags.`{tag.HOST}` = '{host}'",
         max_results=1000,
     )
     failed = []
     for run in running:
         tags = run.data.tags
-        if run.info.run_id in (keep or set()) or not tags.get(PID_TAG, "").isdigit():
+        if run.info.run_id in (keep or set()) or not tags.get(tag.PID, "").isdigit():
             continue
-        pid = int(tags[PID_TAG])
-        if _alive(pid, tags.get(PID_START_TAG, "")):
+        pid = int(tags[tag.PID])
+        if _alive(pid, tags.get(tag.PID_START, "")):
             continue
         _fail(client, run.info.run_id, f"process {pid} on {host} ended without finishing the run")
         log.warning("run %s (%s) was left RUNNING by process %d, which is gone: marked FAILED",
@@ -87,8 +85,8 @@ def adopt(run_id: str) -> None:
     client = MlflowClient()
     for key, value in owner_tags().items():
         client.set_tag(run_id, key, value)
-    if REASON_TAG in client.get_run(run_id).data.tags:
-        client.delete_tag(run_id, REASON_TAG)
+    if tag.FAILED_REASON in client.get_run(run_id).data.tags:
+        client.delete_tag(run_id, tag.FAILED_REASON)
 
 
 def fail_children(parent_run_id: str, reason: str) -> list[str]:

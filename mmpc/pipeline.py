@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 
 import mmpc
 from mmpc import ensemble, images, locations, orphans, promotion, stacking, tracking
+from mmpc import tags as tag
 from mmpc.catalog import Catalog, read_catalog
 from mmpc.metrics import macro_f1
 from mmpc.models import pretrained
@@ -39,16 +40,13 @@ log = logging.getLogger(__name__)
 
 PYFUNC_DIR = Path(mmpc.__file__).resolve().parent / "pyfunc"
 CHUNK = 256  # catalog rows decoded and predicted at a time: bounded memory on 85k-product catalogs
-CHECKPOINT_TAG = "mmpc.checkpoint"  # a level-1 run's checkpoint key, set when the run is created
-TRAIN_KEY_TAG = "mmpc.train_key"
-PUBLISH_KEY_TAG = "mmpc.publish_key"
 # Run tags a level-1 version carries too: data fingerprints, fusion inputs and the training key.
 _VERSION_TAG_PREFIXES = (
-    "mmpc.catalog",
-    "mmpc.data_fingerprint",
-    "mmpc.fingerprint.",
-    "mmpc.input.",
-    TRAIN_KEY_TAG,
+    tag.CATALOG,
+    tag.DATA_FINGERPRINT,
+    tag.FINGERPRINT_PREFIX,
+    tag.INPUT_PREFIX,
+    tag.TRAIN_KEY,
 )
 
 
@@ -154,7 +152,7 @@ def promote_version(catalog: Catalog, workdir: Path, version: str) -> promotion.
 
 
 def _reused_level1(name: str, key: str) -> Level1Result | None:
-    mv = tracking.find_version(name, TRAIN_KEY_TAG, key)
+    mv = tracking.find_version(name, tag.TRAIN_KEY, key)
     if mv is None:
         return None
     metrics = dict(MlflowClient().get_run(mv.run_id).data.metrics) if mv.run_id else {}
@@ -196,11 +194,11 @@ def request_example(frame: pd.DataFrame, n: int = 2) -> pd.DataFrame:
 
 def _run_tags(recipe: Recipe, catalog: Catalog, step: str) -> dict[str, str]:
     return {
-        "mmpc.step": step,
-        "mmpc.recipe": recipe.name,
-        "mmpc.seed": str(recipe.seed),
-        "mmpc.code_version": code_version(),
-        "mmpc.catalog": catalog.name,
+        tag.STEP: step,
+        tag.RECIPE: recipe.name,
+        tag.SEED: str(recipe.seed),
+        tag.CODE_VERSION: code_version(),
+        tag.CATALOG: catalog.name,
         **orphans.owner_tags(),  # a run whose process died is found and marked FAILED later
     }
 
@@ -274,7 +272,7 @@ def _resumable_run(folder: Path, key: str, experiment: str | None) -> tuple[str 
     if not run_id and experiment:
         unfinished = client.search_runs(
             [experiment],
-            f"tags.`{CHECKPOINT_TAG}` = '{key}' and attributes.status != 'FINISHED'",
+            f"tags.`{tag.CHECKPOINT}` = '{key}' and attributes.status != 'FINISHED'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
@@ -290,8 +288,8 @@ def _version_tags(run) -> dict[str, str]:
     tags, metrics = run.data.tags, run.data.metrics
     return {
         **{k: v for k, v in tags.items() if k.startswith(_VERSION_TAG_PREFIXES)},
-        "mmpc.kind": tags["mmpc.kind"],
-        "mmpc.run_id": run.info.run_id,
+        tag.KIND: tags[tag.KIND],
+        tag.RUN_ID: run.info.run_id,
         "valid_macro_f1": f"{metrics['valid_macro_f1']:.6f}",
         "test_macro_f1": f"{metrics['test_macro_f1']:.6f}",
     }
@@ -369,10 +367,10 @@ def train_level1(
     codes = list(catalog.labels.codes)
     tags = {
         **_run_tags(recipe, catalog, "level1"),
-        "mmpc.model": name,
-        "mmpc.kind": cfg.kind,
-        TRAIN_KEY_TAG: key,
-        CHECKPOINT_TAG: ckpt_key,
+        tag.MODEL: name,
+        tag.KIND: cfg.kind,
+        tag.TRAIN_KEY: key,
+        tag.CHECKPOINT: ckpt_key,
     }
     if exp is not None:  # rank 0: runs left RUNNING by dead processes, except the one resumed here
         orphans.fail_orphans(exp, keep={resume_id} if resume_id else None)
@@ -425,7 +423,7 @@ def train_level1(
         )
         result, versions = _fit(cfg, name, train, valid, codes, tmp, input_versions, opts)
         if versions:
-            mlflow.set_tags({f"mmpc.input.{n}": v for n, v in versions.items()})
+            mlflow.set_tags({tag.input_version(n): v for n, v in versions.items()})
         mlflow.log_metrics(
             {
                 "best_epoch": result.best_epoch,
@@ -517,7 +515,7 @@ def stack_and_publish(
     data (see ``publish_key``) is returned instead of a new version."""
     tracking.configure(workdir)
     key = publish_key(catalog, recipe, versions)
-    if reuse and (found := tracking.find_version("ensemble", PUBLISH_KEY_TAG, key)) is not None:
+    if reuse and (found := tracking.find_version("ensemble", tag.PUBLISH_KEY, key)) is not None:
         log.info("ensemble: members and data unchanged, reusing %s v%s", found.name, found.version)
         return _published(catalog, found, promote, list(versions), reused=True)
     seed_everything(recipe.seed)
@@ -529,8 +527,8 @@ def stack_and_publish(
     stack, test = catalog.split("stack"), catalog.split("test")
     tags = {
         **_run_tags(recipe, catalog, "stack"),
-        **{f"mmpc.member.{n}": str(v) for n, v in versions.items()},
-        PUBLISH_KEY_TAG: key,
+        **{tag.member(n): str(v) for n, v in versions.items()},
+        tag.PUBLISH_KEY: key,
     }
     with (
         mlflow.start_run(experiment_id=exp, run_name="stack", parent_run_id=parent_run_id, tags=tags) as run,
@@ -596,11 +594,11 @@ def stack_and_publish(
             input_example=request_example(test),
             tags={
                 **data_tags,
-                "mmpc.run_id": run.info.run_id,
+                tag.RUN_ID: run.info.run_id,
                 "test_macro_f1": f"{scores['stack']:.6f}",
                 "cv_macro_f1": f"{fitted.cv_macro_f1:.6f}",
-                **{f"mmpc.member.{n}": str(v) for n, v in versions.items()},
-                PUBLISH_KEY_TAG: key,
+                **{tag.member(n): str(v) for n, v in versions.items()},
+                tag.PUBLISH_KEY: key,
             },
         )
     return _published(catalog, mv, promote, members)
@@ -635,8 +633,8 @@ def decide_promotion(catalog: Catalog, mv: ModelVersion) -> promotion.Decision:
     test split; the decision is recorded on the version's stacking run."""
     score = float(mv.tags["test_macro_f1"])
     decision = promotion.promote_if_better(mv, score, _rescore(catalog, catalog.split("test")))
-    MlflowClient().set_tag(mv.run_id, "mmpc.promoted", str(decision.promoted))
-    MlflowClient().set_tag(mv.run_id, "mmpc.promotion_reason", decision.reason)
+    MlflowClient().set_tag(mv.run_id, tag.PROMOTED, str(decision.promoted))
+    MlflowClient().set_tag(mv.run_id, tag.PROMOTION_REASON, decision.reason)
     log.info(
         "%s v%s: %s (%s)",
         mv.name,

@@ -33,9 +33,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mmpc import tags as tag
 from mmpc.locations import DEFAULT_WORKDIR
 
-PROJECT_RUN_TAG = "mmpc.project_run_id"
 _RUN_ID, _CONTEXT = "MLFLOW_RUN_ID", "MLFLOW_RUN_CONTEXT"
 
 
@@ -47,7 +47,7 @@ def project_run() -> Iterator[str | None]:
         yield None
         return
     previous = os.environ.get(_CONTEXT)
-    context = {**json.loads(previous or "{}"), "mlflow.parentRunId": run_id, PROJECT_RUN_TAG: run_id}
+    context = {**json.loads(previous or "{}"), "mlflow.parentRunId": run_id, tag.PROJECT_RUN_ID: run_id}
     os.environ[_CONTEXT] = json.dumps(context)
     try:
         yield run_id
@@ -138,10 +138,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         record_outcome(
             parent,
             {
-                "mmpc.step_run_id": result.run_id,
-                "mmpc.registered_model": tracking.registered_name(result.name),
-                "mmpc.registered_version": result.version,
-                **{f"mmpc.input.{n}": v for n, v in inputs.items()},
+                tag.STEP_RUN_ID: result.run_id,
+                tag.REGISTERED_MODEL: tracking.registered_name(result.name),
+                tag.REGISTERED_VERSION: result.version,
+                **{tag.input_version(n): v for n, v in inputs.items()},
             },
             {k: v for k, v in result.metrics.items() if k in ("valid_macro_f1", "test_macro_f1")},
         )
@@ -166,11 +166,11 @@ def stack(args: argparse.Namespace) -> dict[str, Any]:
         record_outcome(
             parent,
             {
-                "mmpc.step_run_id": result.run_id,
-                "mmpc.registered_model": tracking.registered_name("ensemble"),
-                "mmpc.registered_version": result.version,
-                "mmpc.promoted": str(result.promoted),
-                **{f"mmpc.member.{n}": v for n, v in versions.items()},
+                tag.STEP_RUN_ID: result.run_id,
+                tag.REGISTERED_MODEL: tracking.registered_name("ensemble"),
+                tag.REGISTERED_VERSION: result.version,
+                tag.PROMOTED: str(result.promoted),
+                **{tag.member(n): v for n, v in versions.items()},
             },
             {"test_macro_f1": result.scores["stack"]},
         )

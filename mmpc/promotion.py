@@ -24,14 +24,12 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mmpc import tags as tag
 from mmpc import tracking
 
 log = logging.getLogger(__name__)
 
-LOCK_TAG = "mmpc.promotion_lock"
-HISTORY_TAG = "mmpc.champion_history"
 LEASE_SECONDS = 300
-TEST_FP_TAG = "mmpc.fingerprint.test"
 
 
 class PromotionError(RuntimeError):
@@ -63,12 +61,12 @@ def _lease(name: str, timeout: float) -> Iterator[None]:
     token = f"{uuid.uuid4().hex}:{time.time():.0f}"
     deadline = time.monotonic() + timeout
     while True:
-        held = client.get_registered_model(name).tags.get(LOCK_TAG)
+        held = client.get_registered_model(name).tags.get(tag.PROMOTION_LOCK)
         expired = held and time.time() - float(held.split(":")[1]) > LEASE_SECONDS
         if not held or expired:
-            client.set_registered_model_tag(name, LOCK_TAG, token)
+            client.set_registered_model_tag(name, tag.PROMOTION_LOCK, token)
             time.sleep(0.5)  # a competitor that wrote at the same moment shows up on the read-back
-            if client.get_registered_model(name).tags.get(LOCK_TAG) == token:
+            if client.get_registered_model(name).tags.get(tag.PROMOTION_LOCK) == token:
                 break
         if time.monotonic() > deadline:
             raise PromotionError(f"{name}: promotion lock held by another process for over {timeout:.0f} s")
@@ -76,8 +74,8 @@ def _lease(name: str, timeout: float) -> Iterator[None]:
     try:
         yield
     finally:
-        if client.get_registered_model(name).tags.get(LOCK_TAG) == token:
-            client.delete_registered_model_tag(name, LOCK_TAG)
+        if client.get_registered_model(name).tags.get(tag.PROMOTION_LOCK) == token:
+            client.delete_registered_model_tag(name, tag.PROMOTION_LOCK)
 
 
 def champion(name: str) -> ModelVersion | None:
@@ -88,14 +86,14 @@ def champion(name: str) -> ModelVersion | None:
 
 
 def history(name: str) -> list[str]:
-    return json.loads(MlflowClient().get_registered_model(name).tags.get(HISTORY_TAG, "[]"))
+    return json.loads(MlflowClient().get_registered_model(name).tags.get(tag.CHAMPION_HISTORY, "[]"))
 
 
 def _crown(name: str, version: str) -> None:
     client = MlflowClient()
     client.set_registered_model_alias(name, tracking.CHAMPION, version)
     past = [v for v in history(name) if v != version] + [version]
-    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(past[-100:]))
+    client.set_registered_model_tag(name, tag.CHAMPION_HISTORY, json.dumps(past[-100:]))
 
 
 def promote_if_better(mv: ModelVersion, score: float, rescore: Callable[[ModelVersion], float]) -> Decision:
@@ -108,7 +106,8 @@ def promote_if_better(mv: ModelVersion, score: float, rescore: Callable[[ModelVe
             return Decision(True, "no champion yet", str(mv.version))
         if str(current.version) == str(mv.version):
             return Decision(False, f"v{mv.version} is already the champion", str(mv.version))
-        if current.tags.get(TEST_FP_TAG) == mv.tags.get(TEST_FP_TAG) and "test_macro_f1" in current.tags:
+        same_split = current.tags.get(tag.TEST_FINGERPRINT) == mv.tags.get(tag.TEST_FINGERPRINT)
+        if same_split and "test_macro_f1" in current.tags:
             best, basis = float(current.tags["test_macro_f1"]), "same test split"
         else:
             best, basis = rescore(current), "champion re-scored on the current test split"
@@ -129,7 +128,7 @@ def promote(model: str, version: str, force: bool = False) -> str:
         mv = MlflowClient().get_model_version(name, str(version))
         current = champion(name)
         if current is not None and not force:
-            ours, theirs = mv.tags.get(TEST_FP_TAG), current.tags.get(TEST_FP_TAG)
+            ours, theirs = mv.tags.get(tag.TEST_FINGERPRINT), current.tags.get(tag.TEST_FINGERPRINT)
             if ours != theirs:
                 raise PromotionError(
                     f"{name} v{mv.version} was evaluated on test split {str(ours)[:12]}, the champion "
@@ -154,5 +153,5 @@ def rollback(model: str) -> str:
         previous = past[-1]
         client = MlflowClient()
         client.set_registered_model_alias(name, tracking.CHAMPION, previous)
-        client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(past))
+        client.set_registered_model_tag(name, tag.CHAMPION_HISTORY, json.dumps(past))
         return f"{name}@{tracking.CHAMPION}: v{current.version} -> v{previous}"

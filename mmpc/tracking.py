@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mmpc import metrics as M
+from mmpc import tags as tag
 from mmpc.catalog import Catalog
 from mmpc.labels import describe
 
@@ -127,9 +128,9 @@ def log_catalog(catalog: Catalog) -> dict[str, str]:
         mlflow.log_artifacts(str(tmp), artifact_path="data")
         summary = json.loads(Path(paths["fingerprint"]).read_text())
     tags = {
-        "mmpc.catalog": catalog.name,
-        "mmpc.data_fingerprint": summary["fingerprint"],
-        **{f"mmpc.fingerprint.{s}": v["fingerprint"] for s, v in summary["splits"].items()},
+        tag.CATALOG: catalog.name,
+        tag.DATA_FINGERPRINT: summary["fingerprint"],
+        **{tag.fingerprint(s): v["fingerprint"] for s, v in summary["splits"].items()},
     }
     mlflow.set_tags(tags)
     mlflow.log_params({f"data.rows.{s}": v["rows"] for s, v in summary["splits"].items()})

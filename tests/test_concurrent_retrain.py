@@ -19,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from servers import BIN, background_server, user_env
 
-from mmpc import promotion
+from mmpc import tags as tag
 from mmpc.demo_catalog import write_demo_catalog
 
 CONTESTANT = r"""
@@ -92,7 +92,7 @@ def test_two_concurrent_retrains_leave_the_better_champion(tmp_path, tracking_se
     versions = client.search_model_versions(f"name = '{name}'")
     assert len(versions) == 2 and all(v.status == "READY" for v in versions)
     for v in versions:  # no version without its tags
-        assert {"test_macro_f1", "mmpc.publish_key", "mmpc.member.tfidf", "mmpc.run_id"} <= set(v.tags)
+        assert {"test_macro_f1", tag.PUBLISH_KEY, "mmpc.member.tfidf", tag.RUN_ID} <= set(v.tags)
     scores = {v.version: float(v.tags["test_macro_f1"]) for v in versions}
     assert len(set(scores.values())) == 2, scores  # one contestant is really worse
     best = max(scores, key=scores.get)
@@ -101,16 +101,16 @@ def test_two_concurrent_retrains_leave_the_better_champion(tmp_path, tracking_se
     other = next(v for v in scores if v != best)
     assert client.get_model_version_by_alias(name, "candidate").version in scores
     model = client.get_registered_model(name)
-    assert promotion.LOCK_TAG not in model.tags  # the lease was given back
-    assert json.loads(model.tags[promotion.HISTORY_TAG])[-1] == best
+    assert tag.PROMOTION_LOCK not in model.tags  # the lease was given back
+    assert json.loads(model.tags[tag.CHAMPION_HISTORY])[-1] == best
     assert len(client.search_model_versions("name = 'mmpc-tfidf'")) == 2
 
     runs = client.search_runs([client.get_experiment_by_name("mmpc/catalog").experiment_id])
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
-    stack_runs = {r.info.run_id: r for r in runs if r.data.tags["mmpc.step"] == "stack"}
-    assert stack_runs[champion.run_id].data.tags["mmpc.promoted"] == "True"
+    stack_runs = {r.info.run_id: r for r in runs if r.data.tags[tag.STEP] == "stack"}
+    assert stack_runs[champion.run_id].data.tags[tag.PROMOTED] == "True"
     # The other one's decision is recorded too: promoted if it finished first, refused if second.
-    assert stack_runs[client.get_model_version(name, other).run_id].data.tags["mmpc.promoted"] in (
+    assert stack_runs[client.get_model_version(name, other).run_id].data.tags[tag.PROMOTED] in (
         "True",
         "False",
     )

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from servers import user_env
 
 from mmpc import orphans, pipeline, tracking
+from mmpc import tags as tag
 from mmpc.demo_catalog import write_demo_catalog
 from mmpc.recipe import load_recipe
 
@@ -75,9 +76,9 @@ def test_runs_of_dead_processes_are_marked_failed(store, observed):
     def run_with(**tags: str) -> str:
         return client.create_run(exp, tags={**orphans.owner_tags(), **tags}).info.run_id
 
-    recycled = run_with(**{orphans.PID_START_TAG: "1"})  # our pid, but not our process: its owner is gone
-    elsewhere = run_with(**{orphans.HOST_TAG: "another-host", orphans.PID_TAG: str(dead.pid)})
-    resumed = run_with(**{orphans.PID_TAG: str(dead.pid)})
+    recycled = run_with(**{tag.PID_START: "1"})  # our pid, but not our process: its owner is gone
+    elsewhere = run_with(**{tag.HOST: "another-host", tag.PID: str(dead.pid)})
+    resumed = run_with(**{tag.PID: str(dead.pid)})
     assert set(orphans.fail_orphans(exp, keep={resumed})) == {dead_run, recycled}
     try:
         new_run = pipeline.start_pipeline_run(catalog, recipe, workdir)
@@ -92,10 +93,10 @@ def test_runs_of_dead_processes_are_marked_failed(store, observed):
     finally:
         live.stdin.close()
         live.wait(timeout=60)
-    reason = client.get_run(dead_run).data.tags[orphans.REASON_TAG]
+    reason = client.get_run(dead_run).data.tags[tag.FAILED_REASON]
     assert reason == f"process {dead.pid} on {os.uname().nodename} ended without finishing the run"
     tags = client.get_run(new_run).data.tags
-    assert tags[orphans.PID_TAG] == str(os.getpid()) and tags[orphans.HOST_TAG] == os.uname().nodename
+    assert tags[tag.PID] == str(os.getpid()) and tags[tag.HOST] == os.uname().nodename
     shown = reason.replace(str(dead.pid), "<pid>").replace(os.uname().nodename, "<host>")
     observed(f"killed run FAILED ({shown}); live, other-host and kept runs RUNNING")
 
@@ -118,7 +119,7 @@ def test_a_failed_pipeline_fails_its_running_steps(store, observed):
     status = {r: client.get_run(r).info.status for r in (parent, running, done)}
     assert status == {parent: "FAILED", running: "FAILED", done: "FINISHED"}
     assert (
-        client.get_run(running).data.tags[orphans.REASON_TAG]
+        client.get_run(running).data.tags[tag.FAILED_REASON]
         == "the pipeline failed before this step finished"
     )
     observed("pipeline FAILED, its RUNNING step FAILED (reason tagged), its finished step FINISHED")
@@ -128,8 +129,8 @@ def test_a_resumed_run_changes_owner_and_loses_the_failed_verdict(store):
     catalog, _, workdir = store
     client = MlflowClient()
     exp = tracking.experiment_id(catalog.name, workdir)
-    run = client.create_run(exp, tags={orphans.HOST_TAG: os.uname().nodename, orphans.PID_TAG: "999999999"})
+    run = client.create_run(exp, tags={tag.HOST: os.uname().nodename, tag.PID: "999999999"})
     assert orphans.fail_orphans(exp) == [run.info.run_id]
     orphans.adopt(run.info.run_id)
     tags = client.get_run(run.info.run_id).data.tags
-    assert tags[orphans.PID_TAG] == str(os.getpid()) and orphans.REASON_TAG not in tags
+    assert tags[tag.PID] == str(os.getpid()) and tag.FAILED_REASON not in tags

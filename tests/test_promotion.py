@@ -10,6 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mmpc import promotion, tracking
+from mmpc import tags as tag
 from mmpc.cli import main
 
 NAME = "mmpc-ensemble"
@@ -25,7 +26,7 @@ def registry(tmp_path):
     def add(score: float, split: str = "fp-a"):
         mv = client.create_model_version(NAME, str(tmp_path / "model"))
         client.set_model_version_tag(NAME, mv.version, "test_macro_f1", f"{score:.6f}")
-        client.set_model_version_tag(NAME, mv.version, promotion.TEST_FP_TAG, split)
+        client.set_model_version_tag(NAME, mv.version, tag.TEST_FINGERPRINT, split)
         return client.get_model_version(NAME, mv.version)
 
     yield add, tmp_path
