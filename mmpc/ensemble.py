@@ -28,7 +28,7 @@ import torch
 from mmpc import stacking
 from mmpc.models import store
 from mmpc.models.runners import FusionRunner, ImageRunner, Level1Predictor, TextRunner
-from mmpc.requests import ParsedRequest
+from mmpc.serving_input import ParsedRequest
 
 log = logging.getLogger(__name__)
 

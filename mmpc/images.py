@@ -6,8 +6,6 @@ network more pixels of the product itself.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -95,14 +93,6 @@ def load_optional(paths: Iterable[str], present: Iterable[bool]) -> list[Image.I
         except (OSError, ImageDecodeError):
             out.append(None)
     return out
-
-
-def decode_base64(value: str, max_side: int | None = None) -> Image.Image:
-    try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ImageDecodeError(f"image is not valid base64: {exc}") from exc
-    return decode(data, max_side)
 
 
 def trim_border(img: Image.Image, tolerance: int = 12, min_fraction: float = 0.2) -> Image.Image:

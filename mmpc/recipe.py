@@ -202,9 +202,6 @@ class Recipe:
     stacking: StackingConfig = field(default_factory=StackingConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
 
-    def level1(self, kinds: tuple[str, ...] = ("text", "image", "tfidf")) -> dict[str, ModelConfig]:
-        return {name: cfg for name, cfg in self.models.items() if cfg.kind in kinds}
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

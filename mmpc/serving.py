@@ -17,7 +17,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Array, Map
 
-from mmpc import requests
+from mmpc import serving_input
 from mmpc.ensemble import EnsemblePredictor
 from mmpc.models.runners import Level1Predictor
 
@@ -38,10 +38,10 @@ def _threads() -> None:
     torch.set_num_threads(threads)
 
 
-def _parse(model_input) -> requests.ParsedRequest:
+def _parse(model_input) -> serving_input.ParsedRequest:
     try:
-        return requests.parse(model_input)
-    except requests.RequestError as exc:
+        return serving_input.parse(model_input)
+    except serving_input.RequestError as exc:
         raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
 
 

@@ -5,7 +5,7 @@ A test declares its case with ``case(area, name, expected, *values)`` (a ``pytes
 saw through the ``observed`` fixture. Only passing tests count. ``tests/test_robustness_docs.py``,
 run last, checks that every observed row is in the committed table as observed, and that the table
 holds no row for a case that no longer exists; ``MMPC_WRITE_DOCS=1`` rewrites the table instead.
-The serving limits table of the same page comes from ``mmpc.requests.Limits``.
+The serving limits table of the same page comes from ``mmpc.serving_input.Limits``.
 """
 
 from __future__ import annotations

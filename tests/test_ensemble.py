@@ -18,7 +18,7 @@ from mmpc.models.fusion import FusionHead
 from mmpc.models.image import ImageClassifier
 from mmpc.models.text import TextClassifier, build_backbone
 from mmpc.models.tokenizer import special_token_ids, train_wordpiece
-from mmpc.requests import ParsedRequest
+from mmpc.serving_input import ParsedRequest
 
 CODES = [10, 40, 50]
 TEXTS = ["livre roman poche", "console jeu portable", "manette sans fil"] * 20

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mmpc import images, requests, text
+from mmpc import images, serving_input, text
 from mmpc.recipe import RecipeError, StackingConfig, load_recipe, parse_overrides
 
 
@@ -39,7 +39,7 @@ def test_request_parses_text_and_image_statuses():
             "extra": [1, 2, 3],  # unknown columns are ignored
         }
     )
-    parsed = requests.parse(frame)
+    parsed = serving_input.parse(frame)
     assert parsed.texts == ["Livre roman", "Console", "Piscine"]
     assert parsed.image_status == ["ok", "missing", "invalid"]
     assert parsed.images[0].mode == "RGB" and parsed.images[1] is None
@@ -59,8 +59,8 @@ def test_request_parses_text_and_image_statuses():
     ],
 )
 def test_bad_requests_name_the_field_and_row(frame, message):
-    with pytest.raises(requests.RequestError, match=message):
-        requests.parse(frame)
+    with pytest.raises(serving_input.RequestError, match=message):
+        serving_input.parse(frame)
 
 
 def test_image_paths_are_confined_to_the_image_root(tmp_path, monkeypatch):
@@ -68,21 +68,21 @@ def test_image_paths_are_confined_to_the_image_root(tmp_path, monkeypatch):
     root.mkdir()
     Image.new("RGB", (30, 30), (0, 0, 255)).save(root / "a.jpg")
     Image.new("RGB", (30, 30)).save(tmp_path / "secret.jpg")
-    monkeypatch.setenv(requests.IMAGE_ROOT_ENV, str(root))
-    parsed = requests.parse(pd.DataFrame({"designation": ["x"], "image": ["a.jpg"]}))
+    monkeypatch.setenv(serving_input.IMAGE_ROOT_ENV, str(root))
+    parsed = serving_input.parse(pd.DataFrame({"designation": ["x"], "image": ["a.jpg"]}))
     assert parsed.image_status == ["ok"]
-    with pytest.raises(requests.RequestError, match="outside the allowed image root"):
-        requests.parse(pd.DataFrame({"designation": ["x"], "image": ["../secret.jpg"]}))
+    with pytest.raises(serving_input.RequestError, match="outside the allowed image root"):
+        serving_input.parse(pd.DataFrame({"designation": ["x"], "image": ["../secret.jpg"]}))
 
 
 def test_base64_photos_stay_photos_when_an_image_root_is_set(tmp_path, monkeypatch):
     # JPEG base64 starts with "/9j/": it must not be taken for an absolute path.
-    monkeypatch.setenv(requests.IMAGE_ROOT_ENV, str(tmp_path))
+    monkeypatch.setenv(serving_input.IMAGE_ROOT_ENV, str(tmp_path))
     jpeg = _b64(Image.new("RGB", (30, 30), (10, 200, 30)), "JPEG")
     assert jpeg.startswith("/9j/")
     unpadded = jpeg.rstrip("=")
     wrapped = "\n".join(jpeg[i : i + 76] for i in range(0, len(jpeg), 76))
-    parsed = requests.parse(
+    parsed = serving_input.parse(
         pd.DataFrame(
             {"designation": ["x"] * 4, "image": [jpeg, unpadded, wrapped, "data:image/jpeg;base64," + jpeg]}
         )
@@ -91,9 +91,9 @@ def test_base64_photos_stay_photos_when_an_image_root_is_set(tmp_path, monkeypat
 
 
 def test_paths_are_refused_without_an_image_root(monkeypatch):
-    monkeypatch.delenv(requests.IMAGE_ROOT_ENV, raising=False)
-    with pytest.raises(requests.RequestError, match=r"row 0: 'image' looks like a file path"):
-        requests.parse(pd.DataFrame({"designation": ["x"], "image": ["photos/a.jpg"]}))
+    monkeypatch.delenv(serving_input.IMAGE_ROOT_ENV, raising=False)
+    with pytest.raises(serving_input.RequestError, match=r"row 0: 'image' looks like a file path"):
+        serving_input.parse(pd.DataFrame({"designation": ["x"], "image": ["photos/a.jpg"]}))
 
 
 def test_special_files_and_symlinks_under_the_root(tmp_path, monkeypatch):
@@ -101,44 +101,44 @@ def test_special_files_and_symlinks_under_the_root(tmp_path, monkeypatch):
     root.mkdir()
     os.mkfifo(root / "pipe.jpg")  # reading it would block forever
     (root / "link.jpg").symlink_to(tmp_path / "elsewhere.jpg")
-    monkeypatch.setenv(requests.IMAGE_ROOT_ENV, str(root))
-    assert requests.parse(pd.DataFrame({"designation": ["x"], "image": ["pipe.jpg"]})).image_status == [
+    monkeypatch.setenv(serving_input.IMAGE_ROOT_ENV, str(root))
+    assert serving_input.parse(pd.DataFrame({"designation": ["x"], "image": ["pipe.jpg"]})).image_status == [
         "invalid"
     ]
-    with pytest.raises(requests.RequestError, match="outside the allowed image root"):
-        requests.parse(pd.DataFrame({"designation": ["x"], "image": ["link.jpg"]}))
+    with pytest.raises(serving_input.RequestError, match="outside the allowed image root"):
+        serving_input.parse(pd.DataFrame({"designation": ["x"], "image": ["link.jpg"]}))
 
 
 def test_limits_refuse_or_cut_and_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("MMPC_MAX_ROWS", "3")
     monkeypatch.setenv("MMPC_MAX_TEXT_CHARS", "10")
-    limits = requests.Limits.from_env()
+    limits = serving_input.Limits.from_env()
     assert limits.max_rows == 3 and limits.max_text_chars == 10
     with pytest.raises(
-        requests.RequestError, match=r"4 rows in one request; the limit is 3 \(MMPC_MAX_ROWS\)"
+        serving_input.RequestError, match=r"4 rows in one request; the limit is 3 \(MMPC_MAX_ROWS\)"
     ):
-        requests.parse(pd.DataFrame({"designation": ["x"] * 4}))
-    assert requests.parse(pd.DataFrame({"designation": ["abcdefghijklmnop"]})).texts == ["abcdefghij"]
-    tight = requests.Limits(max_request_mb=0.001)
+        serving_input.parse(pd.DataFrame({"designation": ["x"] * 4}))
+    assert serving_input.parse(pd.DataFrame({"designation": ["abcdefghijklmnop"]})).texts == ["abcdefghij"]
+    tight = serving_input.Limits(max_request_mb=0.001)
     with pytest.raises(
-        requests.RequestError,
+        serving_input.RequestError,
         match=r"request too large: 0\.002 MB of text and images; the limit is 0\.001 MB",
     ):
-        requests.parse(pd.DataFrame({"designation": ["x" * 2000]}), tight)
+        serving_input.parse(pd.DataFrame({"designation": ["x" * 2000]}), tight)
     monkeypatch.setenv("MMPC_MAX_ROWS", "many")
     with pytest.raises(ValueError, match="MMPC_MAX_ROWS='many' is not a number"):
-        requests.Limits.from_env()
+        serving_input.Limits.from_env()
 
 
 def test_images_are_shrunk_and_their_declared_pixels_budgeted():
     big = _b64(Image.new("RGB", (1200, 900), (200, 10, 10)), "JPEG")
-    parsed = requests.parse(pd.DataFrame({"designation": ["x"], "image": [big]}))
-    assert max(parsed.images[0].size) == requests.Limits().image_max_side
-    budget = requests.Limits(max_request_megapixels=2.0)  # two 1.08 MP photos do not fit
-    with pytest.raises(requests.RequestError, match=r"row 1: the request's images exceed 2 megapixels"):
-        requests.parse(pd.DataFrame({"designation": ["x", "y"], "image": [big, big]}), budget)
-    huge = requests.Limits(max_image_mb=0.0001)
-    assert requests.parse(pd.DataFrame({"designation": ["x"], "image": [big]}), huge).image_status == [
+    parsed = serving_input.parse(pd.DataFrame({"designation": ["x"], "image": [big]}))
+    assert max(parsed.images[0].size) == serving_input.Limits().image_max_side
+    budget = serving_input.Limits(max_request_megapixels=2.0)  # two 1.08 MP photos do not fit
+    with pytest.raises(serving_input.RequestError, match=r"row 1: the request's images exceed 2 megapixels"):
+        serving_input.parse(pd.DataFrame({"designation": ["x", "y"], "image": [big, big]}), budget)
+    huge = serving_input.Limits(max_image_mb=0.0001)
+    assert serving_input.parse(pd.DataFrame({"designation": ["x"], "image": [big]}), huge).image_status == [
         "invalid"
     ]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import robustness
 
-from mmpc.requests import Limits
+from mmpc.serving_input import Limits
 
 
 @pytest.mark.robustness_docs

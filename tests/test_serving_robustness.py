@@ -24,7 +24,7 @@ from e2e import Server, check_predictions
 from PIL import Image
 from robustness import case
 
-from mmpc.requests import Limits
+from mmpc.serving_input import Limits
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from mmpc.models import store
 from mmpc.models.runners import Level1Predictor
 from mmpc.models.tfidf import TfidfRunner
 from mmpc.recipe import RecipeError, TfidfFeatures, TfidfModelConfig, from_dict
-from mmpc.requests import ParsedRequest
+from mmpc.serving_input import ParsedRequest
 from mmpc.training import tfidf as train_tfidf_mod
 from mmpc.training.level1 import RunOptions
 
