@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import yaml
 
+from mmpc.catalog import SplitSpec
+
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "mlproject"
 
 
@@ -140,21 +142,12 @@ _KINDS: dict[str, type] = {
 
 
 @dataclass
-class SplitConfig:
-    train: float = 0.75
-    valid: float = 0.05
-    stack: float = 0.10
-    test: float = 0.10
-    salt: str = "mmpc"
-
-
-@dataclass
 class CatalogConfig:
     images: Literal["required", "optional"] = "required"
     # A broken row (malformed record, bad id, duplicate productid, empty title, unknown label, missing
     # image) stops the run before any training; true leaves such rows out and records which.
     drop_invalid: bool = False
-    splits: SplitConfig = field(default_factory=SplitConfig)
+    splits: SplitSpec = field(default_factory=SplitSpec)  # the catalog's own type: one home for the defaults
 
 
 @dataclass
@@ -205,11 +198,8 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def split_spec(self):
-        from mmpc.catalog import SplitSpec
-
-        s = self.catalog.splits
-        return SplitSpec(train=s.train, valid=s.valid, stack=s.stack, test=s.test, salt=s.salt)
+    def split_spec(self) -> SplitSpec:
+        return self.catalog.splits
 
     def model(self, name: str) -> ModelConfig:
         if name not in self.models:
@@ -225,9 +215,11 @@ def _build(cls: type, data: Any, path: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         raise RecipeError(f"{path or 'recipe'}: unknown key(s) {unknown}; allowed: {sorted(names)}")
-    return cls(
-        **{key: _convert(hints[key], value, f"{path}.{key}" if path else key) for key, value in data.items()}
-    )
+    values = {k: _convert(hints[k], v, f"{path}.{k}" if path else k) for k, v in data.items()}
+    try:
+        return cls(**values)
+    except ValueError as exc:  # a dataclass's own check (split fractions that do not sum to 1, ...)
+        raise RecipeError(f"{path or 'recipe'}: {exc}") from exc
 
 
 def _convert(hint: Any, value: Any, path: str) -> Any:

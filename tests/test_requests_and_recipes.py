@@ -228,3 +228,11 @@ def test_registered_versions_are_parsed_in_one_place(capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: expected NAME=VERSION or NAME=@alias, got 'flaubert'"
     ]
+
+
+def test_split_fractions_are_checked_when_the_recipe_is_read():
+    """The recipe's splits are the catalog's own SplitSpec: bad fractions are a recipe error naming them."""
+    recipe = load_recipe("demo")
+    assert recipe.split_spec() == recipe.catalog.splits and recipe.split_spec().train == 0.55
+    with pytest.raises(RecipeError, match=r"catalog\.splits: split fractions must be >= 0 and sum to 1"):
+        load_recipe("demo", parse_overrides(["catalog.splits.train=0.9"]))
