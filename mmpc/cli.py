@@ -47,16 +47,11 @@ def cmd_demo_catalog(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from mmpc.catalog import read_catalog
+    from mmpc import pipeline
     from mmpc.models import pretrained
 
     recipe = _recipe(args)
-    catalog = read_catalog(
-        args.catalog,
-        splits=recipe.split_spec(),
-        images=recipe.catalog.images,
-        drop_invalid=recipe.catalog.drop_invalid,
-    )
+    catalog = pipeline.open_catalog(args.catalog, recipe, args.workdir)  # a folder, or s3:// mirrored
     if len(catalog.dropped):
         print(f"left out {len(catalog.dropped)} invalid row(s):")
         print(catalog.dropped.to_string(index=False))
@@ -195,9 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo_catalog)
 
     p = sub.add_parser("check", help="validate a catalog; print class counts per split and its fingerprint")
-    p.add_argument("catalog")
+    p.add_argument("catalog", help="catalog folder or s3://bucket/prefix (mirrored under WORKDIR/catalogs)")
     p.add_argument("--manifest", help="also write the split manifest into this folder")
     with_recipe(p)
+    with_workdir(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("train", help="train, evaluate and register one level-1 model")

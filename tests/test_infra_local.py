@@ -342,6 +342,10 @@ def test_a_catalog_in_the_bucket_is_mirrored_and_retrained_from_s3(topology, tmp
     fetched = {rel for rel in files if (mirror / rel).stat().st_ino != inodes[rel]}
     assert fetched == {changed} and (mirror / changed).read_bytes() == (local / other).read_bytes()
 
+    checked = _module("mmpc.cli", ["check", location, "--workdir", str(work)], env)
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    assert "600 products" in checked.stdout and "fingerprint " in checked.stdout
+
     nowhere = ["train", "tfidf", "--catalog", f"s3://{bucket}/catalogs/none", "--workdir", str(work)]
     missing = _module("mmpc.cli", nowhere, env)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr[-3000:]
