@@ -204,18 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mmpc.catalog import CatalogError
-    from mmpc.promotion import PromotionError
-    from mmpc.recipe import RecipeError
+    from mmpc.cli import reporting_errors
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
+
+    def run() -> int:
         print(json.dumps(args.func(args), indent=1, default=str))
-    except (CatalogError, RecipeError, PromotionError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    # The error mapping of every mmpc command: bad input exit 2, an unreachable server exit 3.
+    return reporting_errors(run)
 
 
 if __name__ == "__main__":
