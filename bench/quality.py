@@ -1,8 +1,9 @@
 """Quality benchmark: mmpc's CPU-friendly level-1 text kinds and their LightGBM stack on real text.
 
-Trains, on the CPU and within a wall-clock budget, every level-1 model of the recipe
-(``bench/quality.yaml``: a TF-IDF + linear SVM model and a small transformer trained from scratch
-with a WordPiece tokenizer trained on the train text), stacks them with mmpc's LightGBM stacker and
+Trains, on the CPU and within a wall-clock budget, the level-1 models of the recipe
+(``bench/quality.yaml``: a TF-IDF + linear SVM model, a small transformer trained from scratch with
+a WordPiece tokenizer trained on the train text, and a pretrained English encoder fine-tuned from
+its checkpoint; ``--models`` picks some of them), stacks them with mmpc's LightGBM stacker and
 prints the paper's Table 1 layout on the test rows: macro-F1 per model and for the stack, with wall
 times. The last printed line is one JSON object with every figure.
 
@@ -16,6 +17,7 @@ would otherwise deploy.
     python bench/quality.py --train train.csv --test test.csv
     python bench/quality.py                    # splits ../shared/data/rakuten/translated_en/dev.csv 80/20
     python bench/quality.py --limit 4000       # a quick run on a sample
+    python bench/quality.py --models tfidf,transformer   # without the pretrained member
 
 CSV columns: ``text`` and ``prdtypecode``. Only mmpc's own code trains and predicts (its training
 functions, the saved-model runners the serving path uses, ``mmpc.stacking``); no MLflow.
@@ -31,6 +33,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +56,15 @@ from sklearn.model_selection import StratifiedKFold  # noqa: E402
 from mmpc import stacking, text  # noqa: E402
 from mmpc.catalog import SplitSpec  # noqa: E402
 from mmpc.labels import LabelMap  # noqa: E402
+from mmpc.metrics import macro_f1  # noqa: E402
+from mmpc.models import pretrained  # noqa: E402
+from mmpc.models.batching import TextCollator  # noqa: E402
 from mmpc.models.runners import TextRunner  # noqa: E402
+from mmpc.models.text import TextClassifier, build_backbone  # noqa: E402
 from mmpc.models.tfidf import TfidfRunner  # noqa: E402
+from mmpc.models.tokenizer import load_tokenizer  # noqa: E402
 from mmpc.recipe import Recipe, TextModelConfig, TfidfModelConfig, from_dict  # noqa: E402
 from mmpc.training.level1 import RunOptions, train_text  # noqa: E402
-from mmpc.training.metrics import macro_f1  # noqa: E402
 from mmpc.training.tfidf import train_tfidf  # noqa: E402
 
 log = logging.getLogger("quality")
@@ -64,6 +72,9 @@ log = logging.getLogger("quality")
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "rakuten" / "translated_en" / "dev.csv"
 DEFAULT_RECIPE = Path(__file__).resolve().parent / "quality.yaml"
 COLUMNS = ("text", "prdtypecode")
+# A checkpoint shipped inside an installed Python package: ``package:<module>/<folder in it>``.
+PACKAGE_PREFIX = "package:"
+Level1Config = TextModelConfig | TfidfModelConfig
 
 
 class InputError(ValueError):
@@ -151,7 +162,93 @@ def load_recipe(path: Path) -> tuple[Recipe, dict[str, Any]]:
     return recipe, bench
 
 
+def select_members(recipe: Recipe, names: Sequence[str] | None, where: Path) -> dict[str, Level1Config]:
+    """The level-1 models a run stacks, in recipe order: ``names``, or every model of the recipe.
+    Only these have their checkpoints resolved and checked: a run without a pretrained member needs
+    none installed."""
+    unknown = [n for n in names or () if n not in recipe.models]
+    if unknown:
+        raise InputError(f"{where}: --models {unknown} are not in the recipe; it has {list(recipe.models)}")
+    members = {n: m for n, m in recipe.models.items() if not names or n in names}
+    for name, cfg in members.items():
+        resolve_checkpoint(name, cfg)
+    return members
+
+
+def package_folder(ref: str, where: str) -> str:
+    """``package:<module>/<folder>`` -> that folder inside the installed package; other refs as they are."""
+    if not ref.startswith(PACKAGE_PREFIX):
+        return ref
+    module, _, inner = ref[len(PACKAGE_PREFIX) :].partition("/")
+    try:
+        return str(resources.files(module) / inner)
+    except (ModuleNotFoundError, ValueError, TypeError):
+        raise InputError(f"{where}: {ref}: the Python package {module!r} is not installed") from None
+
+
+def resolve_checkpoint(name: str, cfg: Level1Config) -> None:
+    """A text model's ``package:`` references made paths, then its checkpoint checked by mmpc before
+    any training (config, weights, tokenizer, max_len), so a wrong one fails in seconds."""
+    if not isinstance(cfg, TextModelConfig) or not cfg.pretrained:
+        return
+    cfg.pretrained = package_folder(cfg.pretrained, f"models.{name}.pretrained")
+    if cfg.tokenizer.pretrained:
+        cfg.tokenizer.pretrained = package_folder(cfg.tokenizer.pretrained, f"models.{name}.tokenizer")
+    try:
+        pretrained.check(name, cfg)
+    except pretrained.CheckpointError as exc:
+        raise InputError(str(exc)) from exc
+
+
 # -------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class Rows:
+    """The labelled train and test rows, and the train rows that steer a transformer's early stopping."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    is_valid: np.ndarray
+    codes: list[int]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.train["label"].to_numpy()
+
+    @property
+    def y_test(self) -> np.ndarray:
+        return self.test["label"].to_numpy()
+
+
+@dataclass
+class Budget:
+    """The wall clock of the stack's training, shared among the neural fold fits.
+
+    Every fold fit gets an equal share of what is left, after keeping ``reserve_s`` (the stacker and
+    slack) and the predictions still to come: each fold model scores its held-out rows and every
+    test row, which for a pretrained encoder is a large part of its cost.
+    """
+
+    total_s: float
+    reserve_s: float
+    started: float = field(default_factory=time.perf_counter)
+    folds_left: dict[str, int] = field(default_factory=dict)
+    predict_s: dict[str, float] = field(default_factory=dict)  # one fold model's predictions, expected
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def fit_minutes(self, own_cap: float | None) -> float:
+        """A neural fold fit's share (the recipe's own ``max_minutes``, if smaller)."""
+        kept = sum(n * self.predict_s.get(m, 0.0) for m, n in self.folds_left.items())
+        left = max(sum(self.folds_left.values()), 1)
+        share = max(self.total_s - self.elapsed() - self.reserve_s - kept, 0.0) / left / 60
+        return max(min(share, own_cap) if own_cap else share, 0.05)
+
+    def fold_done(self, name: str, predict_s: float) -> None:
+        self.folds_left[name] -= 1
+        self.predict_s[name] = predict_s  # the next folds of this model score as many rows
 
 
 def set_threads(n: int | None) -> int:
@@ -183,12 +280,20 @@ def predict(cfg, folder: Path, texts: list[str], batch_size: int) -> np.ndarray:
     return TextRunner(folder, torch.device("cpu"), batch_size).run(texts)[0]
 
 
-def neural_minutes(
-    own: float | None, budget_s: float, elapsed_s: float, reserve_s: float, left: int
-) -> float:
-    """A transformer fit's share of what is left of the budget (the recipe's own cap, if smaller)."""
-    share = max(budget_s - elapsed_s - reserve_s, 0.0) / max(left, 1) / 60
-    return max(min(share, own) if own else share, 0.05)
+@torch.inference_mode()
+def probe_predict_s(cfg: Level1Config, texts: list[str], n_rows: int, n_codes: int) -> float:
+    """Expected seconds for one fold model of a checkpoint to score ``n_rows`` texts, timed on
+    ``texts`` before any training. A model from scratch is timed on its first fold instead (0 until then)."""
+    if not isinstance(cfg, TextModelConfig) or not cfg.pretrained or not texts:
+        return 0.0
+    tokenizer = load_tokenizer(cfg.tokenizer.pretrained or cfg.pretrained)
+    model = TextClassifier(build_backbone(cfg.pretrained, None, {}), n_codes, cfg.head, cfg.max_len).eval()
+    ids = sorted(tokenizer(texts, truncation=True, max_length=cfg.max_len)["input_ids"], key=len)
+    collate = TextCollator(tokenizer.pad_token_id)
+    started = time.perf_counter()
+    for i in range(0, len(ids), 64):  # length-sorted batches, as the runner makes them
+        model(**collate([{"input_ids": x} for x in ids[i : i + 64]]))
+    return (time.perf_counter() - started) / len(ids) * n_rows
 
 
 def fold_indices(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -201,16 +306,72 @@ def fold_indices(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray,
     return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    recipe, bench = load_recipe(args.recipe)
+def fold_count(bench: dict[str, Any], name: str, cfg: Level1Config) -> int:
+    """``bench.folds`` by model name, else by kind."""
+    folds = bench["folds"]
+    return int(folds[name] if name in folds else folds[cfg.kind])
+
+
+def fold_rows(
+    cfg: Level1Config, rows: Rows, fit_idx: np.ndarray, held_idx: np.ndarray
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A fold's fit and valid rows: a transformer stops early on a slice of its own fit rows; TF-IDF
+    makes no choice on valid rows, so it fits every fit row and the held-out fold is only scored."""
+    if isinstance(cfg, TextModelConfig):
+        is_valid = rows.is_valid[fit_idx]
+        return rows.train.iloc[fit_idx[~is_valid]], rows.train.iloc[fit_idx[is_valid]]
+    return rows.train.iloc[fit_idx], rows.train.iloc[held_idx]
+
+
+def fit_member(
+    name: str,
+    cfg: Level1Config,
+    splits: list,
+    rows: Rows,
+    budget: Budget,
+    workdir: Path,
+    opts: dict[str, Any],
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """One level-1 model out of fold: its Table 1 row, out-of-fold and test probabilities."""
+    oof = np.zeros((len(rows.train), len(rows.codes)), dtype=np.float32)
+    test_probs = np.zeros((len(rows.test), len(rows.codes)), dtype=np.float32)
+    test_texts = rows.test["text"].tolist()
+    fits = []
+    own_cap = cfg.train.max_minutes if isinstance(cfg, TextModelConfig) else None
+    for i, (fit_idx, held_idx) in enumerate(splits):
+        if isinstance(cfg, TextModelConfig):
+            cfg.train.max_minutes = budget.fit_minutes(own_cap)
+            print(f"{name} fold {i + 1}: training for at most {cfg.train.max_minutes:.1f} min", flush=True)
+        train, valid = fold_rows(cfg, rows, fit_idx, held_idx)
+        folder = workdir / name / f"fold{i + 1}"
+        fit = fit_level1(f"{name}-fold{i + 1}", cfg, train, valid, rows.codes, folder, opts["seed"])
+        t = time.perf_counter()
+        oof[held_idx] = predict(cfg, folder, rows.train["text"].iloc[held_idx].tolist(), opts["batch"])
+        # Test rows: the mean of the fold models, each the same kind of model the stacker saw.
+        test_probs += predict(cfg, folder, test_texts, opts["batch"]) / len(splits)
+        fits.append({**fit, "predict_s": time.perf_counter() - t})
+        if isinstance(cfg, TextModelConfig):
+            budget.fold_done(name, fits[-1]["predict_s"])
+        print(
+            f"{name} fold {i + 1}/{len(splits)}: valid macro-F1 {fit['valid_macro_f1']:.4f}, "
+            f"fit {fit['fit_s']:.0f}s ({fit['epochs']} epoch(s)), predict {fits[-1]['predict_s']:.0f}s",
+            flush=True,
+        )
+    checkpoint = isinstance(cfg, TextModelConfig) and cfg.pretrained
+    row = {
+        "kind": f"{cfg.kind}, fine-tuned from a checkpoint" if checkpoint else cfg.kind,
+        "fit_s": sum(f["fit_s"] + f["predict_s"] for f in fits),
+        "epochs": [f["epochs"] for f in fits],
+        "oof_macro_f1": macro_f1(rows.y, oof.argmax(1)),
+        "test_macro_f1": macro_f1(rows.y_test, test_probs.argmax(1)),
+    }
+    return row, oof, test_probs
+
+
+def prepare_rows(args: argparse.Namespace, bench: dict[str, Any]) -> tuple[Rows, str]:
     train_csv, test_csv, source = load_data(args, bench)
-    print(f"data: {source}", flush=True)
     labels = LabelMap(tuple(sorted(int(c) for c in train_csv["prdtypecode"].unique())))
-    codes = list(labels.codes)
-    rows = label_rows(train_csv, labels, "train rows")
-    test = label_rows(test_csv, labels, "test rows")
-    y, y_test = rows["label"].to_numpy(), test["label"].to_numpy()
-    folds = {kind: int(k) for kind, k in bench["folds"].items()}
+    train = label_rows(train_csv, labels, "train rows")
     # Early stopping of a transformer uses a slice of its own fit rows, chosen by row hash.
     valid_spec = SplitSpec(
         train=1 - bench["valid_fraction"],
@@ -219,100 +380,93 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         test=0.0,
         salt=bench["split_salt"] + "-valid",  # not the test split's hash: its rows are all train rows here
     )
-    is_valid = (split_rows(rows, valid_spec) == "valid").to_numpy()
+    is_valid = (split_rows(train, valid_spec) == "valid").to_numpy()
     if not is_valid.any() or is_valid.all():
         raise InputError(f"bench.valid_fraction {bench['valid_fraction']} leaves no valid or no fit rows")
-    print(
-        f"{len(rows)} train rows, {len(test)} test rows, {len(codes)} codes; out-of-fold level 1: "
-        + ", ".join(f"{n} {folds[m.kind]} folds" for n, m in recipe.models.items())
-        + f"; torch threads {set_threads(args.threads)}",
-        flush=True,
-    )
+    test = label_rows(test_csv, labels, "test rows")
+    return Rows(train, test, is_valid, list(labels.codes)), source
 
-    budget_s = args.budget_minutes * 60
-    reserve_s = float(bench["reserve_minutes"]) * 60
-    started = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix="mmpc-quality-")) if args.workdir is None else args.workdir
-    batch = recipe.ensemble.batch_size * 4
-    test_texts = test["text"].tolist()
-    table_rows: dict[str, dict[str, Any]] = {}
-    oof: dict[str, np.ndarray] = {}
-    test_probs: dict[str, np.ndarray] = {}
-    # Cheap TF-IDF models first: the transformer fits then share what is left of the budget.
-    order = sorted(recipe.models, key=lambda n: isinstance(recipe.models[n], TextModelConfig))
-    neural_left = sum(folds["text"] for m in recipe.models.values() if isinstance(m, TextModelConfig))
-    for name in order:
-        cfg = recipe.models[name]
-        splits = fold_indices(y, folds[cfg.kind], recipe.seed)
-        oof[name] = np.zeros((len(rows), len(codes)), dtype=np.float32)
-        test_probs[name] = np.zeros((len(test), len(codes)), dtype=np.float32)
-        fits = []
-        own_cap = cfg.train.max_minutes if isinstance(cfg, TextModelConfig) else None
-        for i, (fit_idx, held_idx) in enumerate(splits):
-            if isinstance(cfg, TextModelConfig):
-                cfg.train.max_minutes = neural_minutes(
-                    own_cap, budget_s, time.perf_counter() - started, reserve_s, neural_left
-                )
-                neural_left -= 1
-                print(
-                    f"{name} fold {i + 1}: training for at most {cfg.train.max_minutes:.1f} min", flush=True
-                )
-                train, valid = rows.iloc[fit_idx[~is_valid[fit_idx]]], rows.iloc[fit_idx[is_valid[fit_idx]]]
-            else:
-                # TF-IDF makes no choice on valid rows: it fits every fit row; the held-out fold is
-                # only scored.
-                train, valid = rows.iloc[fit_idx], rows.iloc[held_idx]
-            folder = workdir / name / f"fold{i + 1}"
-            fit = fit_level1(f"{name}-fold{i + 1}", cfg, train, valid, codes, folder, recipe.seed)
-            t = time.perf_counter()
-            oof[name][held_idx] = predict(cfg, folder, rows["text"].iloc[held_idx].tolist(), batch)
-            # Test rows: the mean of the fold models, each the same kind of model the stacker saw.
-            test_probs[name] += predict(cfg, folder, test_texts, batch) / len(splits)
-            fits.append({**fit, "predict_s": time.perf_counter() - t})
-            print(
-                f"{name} fold {i + 1}/{len(splits)}: valid macro-F1 {fit['valid_macro_f1']:.4f}, "
-                f"fit {fit['fit_s']:.0f}s ({fit['epochs']} epoch(s))",
-                flush=True,
-            )
-        table_rows[name] = {
-            "kind": cfg.kind,
-            "fit_s": sum(f["fit_s"] + f["predict_s"] for f in fits),
-            "epochs": [f["epochs"] for f in fits],
-            "oof_macro_f1": macro_f1(y, oof[name].argmax(1)),
-            "test_macro_f1": macro_f1(y_test, test_probs[name].argmax(1)),
-        }
 
+def start_budget(
+    args: argparse.Namespace, bench: dict[str, Any], members: dict[str, Level1Config], rows: Rows, folds: dict
+) -> Budget:
+    """The budget starts before the checkpoints' inference probes: they are part of the training."""
+    budget = Budget(args.budget_minutes * 60, float(bench["reserve_minutes"]) * 60)
+    sample = rows.test["text"].head(256).tolist()
+    for name, cfg in members.items():
+        if isinstance(cfg, TextModelConfig):
+            budget.folds_left[name] = folds[name]
+            per_fold = len(rows.train) // folds[name] + len(rows.test)
+            budget.predict_s[name] = probe_predict_s(cfg, sample, per_fold, len(rows.codes))
+    return budget
+
+
+def stack(members: list[str], oof: dict, test_probs: dict, rows: Rows, recipe: Recipe) -> dict[str, Any]:
     t = time.perf_counter()
-    names = list(recipe.models)
-    fitted = stacking.fit(stacking.features(oof, names, codes), y, recipe.stacking, len(codes), recipe.seed)
-    stacked = fitted.booster.predict(stacking.features(test_probs, names, codes))
-    table_rows["stack"] = {
+    codes = rows.codes
+    fitted = stacking.fit(
+        stacking.features(oof, members, codes), rows.y, recipe.stacking, len(codes), recipe.seed
+    )
+    stacked = fitted.booster.predict(stacking.features(test_probs, members, codes))
+    return {
         "kind": "lightgbm",
         "fit_s": time.perf_counter() - t,
         "epochs": fitted.best_rounds,
         "oof_macro_f1": fitted.cv_macro_f1,  # the stacker's own k-fold estimate
-        "test_macro_f1": macro_f1(y_test, stacked.argmax(1)),
+        "test_macro_f1": macro_f1(rows.y_test, stacked.argmax(1)),
     }
-    training_s = time.perf_counter() - started
 
-    ref = bench.get("reference")
-    if ref:
-        # The single-model baseline: the same TF-IDF recipe fit once on every train row. Not part of
-        # the stack, so not counted in its budget.
-        cfg = recipe.models[ref]
-        fit = fit_level1("reference", cfg, rows, rows.iloc[:0], codes, workdir / "reference", recipe.seed)
-        probs = predict(cfg, workdir / "reference", test_texts, batch)
-        table_rows["reference"] = {
-            "kind": f"{cfg.kind}, one fit on all train rows",
-            "fit_s": fit["fit_s"],
-            "test_macro_f1": macro_f1(y_test, probs.argmax(1)),
-        }
+
+def reference_row(cfg: TfidfModelConfig, rows: Rows, workdir: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    """The single-model baseline: the TF-IDF recipe fit once on every train row. Not part of the
+    stack, so not counted in its budget."""
+    fit = fit_level1(
+        "reference", cfg, rows.train, rows.train.iloc[:0], rows.codes, workdir / "reference", opts["seed"]
+    )
+    probs = predict(cfg, workdir / "reference", rows.test["text"].tolist(), opts["batch"])
+    return {
+        "kind": f"{cfg.kind}, one fit on all train rows",
+        "fit_s": fit["fit_s"],
+        "test_macro_f1": macro_f1(rows.y_test, probs.argmax(1)),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    recipe, bench = load_recipe(args.recipe)
+    members = select_members(recipe, args.models, args.recipe)
+    rows, source = prepare_rows(args, bench)
+    print(f"data: {source}", flush=True)
+    folds = {name: fold_count(bench, name, cfg) for name, cfg in members.items()}
+    print(
+        f"{len(rows.train)} train rows, {len(rows.test)} test rows, {len(rows.codes)} codes; out-of-fold "
+        "level 1: "
+        + ", ".join(f"{n} {folds[n]} folds" for n in members)
+        + f"; torch threads {set_threads(args.threads)}",
+        flush=True,
+    )
+    budget = start_budget(args, bench, members, rows, folds)
+    workdir = Path(tempfile.mkdtemp(prefix="mmpc-quality-")) if args.workdir is None else args.workdir
+    opts = {"seed": recipe.seed, "batch": recipe.ensemble.batch_size * 4}
+    table_rows: dict[str, dict[str, Any]] = {}
+    oof: dict[str, np.ndarray] = {}
+    test_probs: dict[str, np.ndarray] = {}
+    # Cheap TF-IDF models first: the neural fits then share what is left of the budget.
+    for name in sorted(members, key=lambda n: isinstance(members[n], TextModelConfig)):
+        splits = fold_indices(rows.y, folds[name], recipe.seed)
+        table_rows[name], oof[name], test_probs[name] = fit_member(
+            name, members[name], splits, rows, budget, workdir, opts
+        )
+    table_rows["stack"] = stack(list(members), oof, test_probs, rows, recipe)
+    training_s = budget.elapsed()
+    if bench.get("reference"):
+        table_rows["reference"] = reference_row(recipe.models[bench["reference"]], rows, workdir, opts)
     return {
         "source": source,
         "rows": table_rows,
-        "sizes": {"train": len(rows), "test": len(test)},
+        "members": list(members),
+        "sizes": {"train": len(rows.train), "test": len(rows.test)},
         "training_s": training_s,
-        "budget_s": budget_s,
+        "budget_s": budget.total_s,
         "workdir": str(workdir),
     }
 
@@ -339,6 +493,7 @@ def figures(result: dict[str, Any], wall_s: float) -> dict[str, Any]:
         best_level1=best,
         stack_gain_over_best_level1=round(rows["stack"]["test_macro_f1"] - rows[best]["test_macro_f1"], 4),
         stack_best_rounds=rows["stack"]["epochs"],
+        level1=result["members"],
         training_s=round(result["training_s"], 1),
         budget_s=result["budget_s"],
         within_budget=result["training_s"] <= result["budget_s"],
@@ -346,6 +501,13 @@ def figures(result: dict[str, Any], wall_s: float) -> dict[str, Any]:
         wall_s=round(wall_s, 1),
     )
     return out
+
+
+def model_names(value: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected model names, e.g. tfidf,transformer")
+    return names
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -356,6 +518,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--data", type=Path, default=DEFAULT_DATA, help="split 80/20 by row hash when no --train/--test"
     )
     p.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE, help="mmpc recipe + `bench` section (YAML)")
+    p.add_argument(
+        "--models",
+        type=model_names,
+        default=None,
+        help="level-1 models of the recipe to stack, comma-separated (default: all of them)",
+    )
     p.add_argument("--budget-minutes", type=float, default=30.0, help="wall clock for the stack's training")
     p.add_argument("--limit", type=int, default=0, help="a seeded sample of N train and N/4 test rows")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")

