@@ -33,7 +33,10 @@ def user_env(**extra: str) -> dict[str, str]:
     --env-manager local`` runs ``uvicorn`` from PATH), this checkout importable, plus ``extra``."""
     env = {**os.environ, "PATH": str(BIN) + os.pathsep + os.environ["PATH"]}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    # mlflow.set_tracking_uri/set_registry_uri in this process also set these variables for its
+    # children: a user's shell has neither unless they name the store, as ``extra`` does.
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_REGISTRY_URI", None)
     env.update(extra)
     return env
 
