@@ -29,7 +29,8 @@ from servers import BIN, served_model, user_env
 
 from mmpc.recipe import load_recipe
 
-pytestmark = pytest.mark.slow
+# The first test carries the whole real-size pipeline (about 10 minutes on 2 cores, more when busy).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 RECIPE = "paper-shapes"
 # Few products, yet the recipe's splits give the stack split 26 of the 27 classes (72 rows).

@@ -25,7 +25,8 @@ from mmpc.demo_catalog import write_demo_catalog
 from mmpc.models.tokenizer import load_tokenizer
 from mmpc.recipe import resolve_path
 
-pytestmark = pytest.mark.slow
+# The module trains five models through the real command line: minutes on a busy 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 TEXT_TRAIN = {"batch_size": 16, "epochs": 2, "lr": 5.0e-4, "head_lr": 3.0e-3, "patience": 2}
 
@@ -85,9 +86,15 @@ def published(tmp_path_factory):
     return {"root": root, "catalog": catalog, "work": work, "env": env, "ckpts": ckpts, "stack": stack.stdout}
 
 
+def _client(published: dict) -> MlflowClient:
+    # Explicit URIs: another test of the session may have set mlflow's global registry URI.
+    uri = published["env"]["MLFLOW_TRACKING_URI"]
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 def _download(published: dict, name: str, version: str) -> Path:
     """A registered version's model folder, read through this module's own store."""
-    client = MlflowClient(published["env"]["MLFLOW_TRACKING_URI"])
+    client = _client(published)
     source = client.get_model_version(f"mmpc-{name}", version).source  # models:/m-<logged model id>
     location = client.get_logged_model(source.removeprefix("models:/")).artifact_location
     dst = published["root"] / f"dl-{name}"
@@ -96,7 +103,7 @@ def _download(published: dict, name: str, version: str) -> Path:
 
 def test_each_text_model_is_registered_with_its_checkpoint_tokenizer(published):
     """The registered folder holds the checkpoint's own tokenizer: same class, same vocabulary, same ids."""
-    client = MlflowClient(published["env"]["MLFLOW_TRACKING_URI"])
+    client = _client(published)
     sample = "Coussin décoratif velours 45x45, l'ensemble du salon"
     for name, cls in (("flaubert", FlaubertTokenizer), ("camembert", CamembertTokenizer)):
         version = client.get_model_version_by_alias(f"mmpc-{name}", "candidate")
@@ -129,7 +136,7 @@ def test_image_model_started_from_the_local_weights(published):
     """Its convolutions stay near the file's after a short training, far from another random start."""
     import timm
 
-    client = MlflowClient(published["env"]["MLFLOW_TRACKING_URI"])
+    client = _client(published)
     version = client.get_model_version_by_alias("mmpc-seresnext", "candidate")
     folder = _download(published, "seresnext", version.version)
     trained = load_file(str(next(folder.rglob("model.safetensors"))))
