@@ -7,10 +7,10 @@ its checkpoint; ``--models`` picks some of them), stacks them with mmpc's LightG
 prints the paper's Table 1 layout on the test rows: macro-F1 per model and for the stack, with wall
 times. The last printed line is one JSON object with every figure.
 
-Rows are honest. Level 1 runs out of fold on the train CSV (k folds per kind): every train row gets
+Rows are honest. Level 1 runs out of fold on the train CSV (k folds per model): every train row gets
 probabilities from models that never saw it, so the stacker learns from all train rows (k-fold CV
 on them picks its rounds), and a transformer's early stopping uses a slice of its own fit rows. The
-test CSV is only scored: each kind's test probabilities are the mean of its fold models. A
+test CSV is only scored: each model's test probabilities are the mean of its fold models. A
 ``reference`` row is the recipe's TF-IDF model fit once on every train row: the single model a user
 would otherwise deploy.
 
