@@ -18,6 +18,7 @@ import yaml
 from mmpc.catalog import SplitSpec
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "mlproject"
+OVERLAY_DIR = RECIPE_DIR / "overlays"  # partial recipes laid over a whole one: ``--recipe demo+fast``
 
 
 class RecipeError(ValueError):
@@ -308,15 +309,61 @@ def parse_refs(items: list[str] | None) -> dict[str, str]:
     return out
 
 
-def resolve_path(recipe: str | Path) -> Path:
-    """A recipe is a YAML path, or the name of one in mlproject/ (``demo`` -> mlproject/demo.yaml)."""
+def resolve_path(recipe: str | Path, folder: Path = RECIPE_DIR, what: str = "recipe") -> Path:
+    """A recipe is a YAML path, or the name of one in mlproject/ (``demo`` -> mlproject/demo.yaml);
+    an overlay the same in mlproject/overlays/."""
     path = Path(recipe)
     if path.suffix not in (".yaml", ".yml"):
-        path = RECIPE_DIR / f"{recipe}.yaml"
+        path = folder / f"{recipe}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
-        raise RecipeError(f"recipe {recipe!r} not found (looked for {path}); known recipes: {known}")
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise RecipeError(f"{what} {recipe!r} not found (looked for {path}); known: {known}")
     return path
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: expected a mapping at the top, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``: mappings merge key by key, anything else (lists included) is replaced."""
+    out = dict(base)
+    for key, value in top.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both else value
+    return out
+
+
+def _compose(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe file over the recipes its ``defaults:`` list names, in order."""
+    if path in seen:
+        raise RecipeError(f"{path}: defaults form a cycle through {[str(p) for p in seen]}")
+    data = _read_yaml(path)
+    defaults = data.pop("defaults", None) or []
+    if not isinstance(defaults, list):
+        raise RecipeError(f"{path}: defaults: expected a list of recipe names, got {defaults!r}")
+    merged: dict[str, Any] = {}
+    for ref in defaults:
+        merged = _merge(merged, _compose(resolve_path(str(ref), path.parent), (*seen, path)))
+    return _merge(merged, data)
+
+
+def compose(spec: str | Path) -> dict[str, Any]:
+    """``demo+fast``: the demo recipe with mlproject/overlays/fast.yaml laid over it (any number of
+    overlays, in order; each a name or a YAML path). The result's name is the whole spec."""
+    base, *overlays = str(spec).split("+")
+    data = _compose(resolve_path(base))
+    for ref in overlays:
+        data = _merge(data, _compose(resolve_path(ref, OVERLAY_DIR, "overlay")))
+    if overlays:
+        data["name"] = f"{data.get('name', Path(base).stem)}+{'+'.join(overlays)}"
+    return data
 
 
 def from_dict(data: dict[str, Any]) -> Recipe:
@@ -352,11 +399,8 @@ def _check_tfidf(cfg: TfidfModelConfig, path: str) -> None:
 
 
 def load_recipe(recipe: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
-    path = resolve_path(recipe)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+    """A recipe (``demo``, ``demo+fast``, a YAML path), with ``key.path=value`` overrides on top."""
+    data = compose(recipe)
     for key, value in (overrides or {}).items():
         _set(data, key, value)
     return from_dict(data)

@@ -46,7 +46,7 @@ def pipeline_run(tmp_path_factory):
     """The ``retrain`` flow under Prefect's test harness, on a 1,000-product generated catalog, with
     a temporary MLflow store; trained once per session."""
     import mlflow
-    from e2e import FAST
+    from e2e import RECIPE
     from prefect.client.orchestration import get_client
     from prefect.testing.utilities import prefect_test_harness
 
@@ -59,7 +59,7 @@ def pipeline_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         with prefect_test_harness():
-            result = retrain(catalog=str(catalog), recipe="demo", workdir=str(workdir), overrides=FAST)
+            result = retrain(catalog=str(catalog), recipe=RECIPE, workdir=str(workdir))
             with get_client(sync_client=True) as client:
                 artifacts = client.read_artifacts()
     uri = f"sqlite:///{workdir / 'mlflow.db'}"

@@ -13,12 +13,9 @@ from servers import Server, served_model, user_env
 from mmpc.labels import RAKUTEN_CODES
 
 LEVEL1 = ("flaubert", "camembert", "tfidf", "seresnext", "fusion")
-# Fewer epochs than the demo: the tests check the plumbing, `make demo` shows the quality.
-FAST = {
-    "models.seresnext.train.epochs": 3,
-    "models.fusion.train.epochs": 6,
-    "stacking.num_boost_round": 100,
-}
+# Fewer epochs than the demo (mlproject/overlays/fast.yaml): the tests check the plumbing, `make demo`
+# shows the quality.
+RECIPE = "demo+fast"
 
 
 def resumable_flaubert(epochs: int) -> list[str]:

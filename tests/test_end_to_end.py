@@ -10,7 +10,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from e2e import FAST, LEVEL1, check_predictions
+from e2e import LEVEL1, RECIPE, check_predictions
 from mlflow.tracking import MlflowClient
 
 from mmpc.labels import RAKUTEN_CODES
@@ -88,7 +88,7 @@ def test_any_subset_of_level1_models_can_be_stacked(pipeline_run):
     from mmpc import pipeline
     from mmpc.recipe import load_recipe
 
-    recipe = load_recipe("demo", FAST)
+    recipe = load_recipe(RECIPE)
     catalog = pipeline.open_catalog(pipeline_run["catalog"], recipe)
     versions = {n: pipeline_run["result"]["level1"][n]["version"] for n in ("camembert", "seresnext")}
     published = pipeline.stack_and_publish(catalog, recipe, pipeline_run["workdir"], versions, promote=False)

@@ -18,11 +18,7 @@ from mmpc.demo_catalog import write_demo_catalog
 pytestmark = pytest.mark.slow
 
 
-FAST = {
-    "models.seresnext.train.epochs": 2,
-    "models.fusion.train.epochs": 3,
-    "stacking.num_boost_round": 60,
-}
+RECIPE = "demo+fast"
 
 
 def _versions(client: MlflowClient) -> dict[str, int]:
@@ -62,7 +58,7 @@ def runs(harness, tmp_path_factory):
     root = tmp_path_factory.mktemp("flows")
     catalog = write_demo_catalog(root / "catalog", size=600, seed=11)
     workdir = root / "work"
-    args = {"catalog": str(catalog), "recipe": "demo", "workdir": str(workdir), "overrides": FAST}
+    args = {"catalog": str(catalog), "recipe": RECIPE, "workdir": str(workdir)}
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
 
     t0 = time.perf_counter()
@@ -144,11 +140,11 @@ def test_reuse_is_found_through_mlflow_alone(runs, monkeypatch):
     from mmpc.recipe import load_recipe
 
     _client(runs)
-    recipe = load_recipe("demo", FAST)
+    recipe = load_recipe(RECIPE)
     catalog = pipeline.open_catalog(runs["args"]["catalog"], recipe)
     found = pipeline.find_level1(catalog, recipe, "flaubert")
     assert found is not None and found.version == runs["first"]["level1"]["flaubert"]["version"]
-    changed = load_recipe("demo", {**FAST, "models.flaubert.train.lr": 1e-3})
+    changed = load_recipe(RECIPE, {"models.flaubert.train.lr": 1e-3})
     assert pipeline.find_level1(catalog, changed, "flaubert") is None, "a changed recipe retrains"
 
 

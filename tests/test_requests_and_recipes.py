@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from mmpc import images, serving_input, text
-from mmpc.recipe import RecipeError, StackingConfig, load_recipe, parse_overrides
+from mmpc.recipe import RecipeError, StackingConfig, load_recipe, parse_overrides, resolve_path
 
 
 def _b64(img: Image.Image, fmt: str = "PNG") -> str:
@@ -236,3 +236,24 @@ def test_split_fractions_are_checked_when_the_recipe_is_read():
     assert recipe.split_spec() == recipe.catalog.splits and recipe.split_spec().train == 0.55
     with pytest.raises(RecipeError, match=r"catalog\.splits: split fractions must be >= 0 and sum to 1"):
         load_recipe("demo", parse_overrides(["catalog.splits.train=0.9"]))
+
+
+def test_recipes_compose_from_overlays_and_defaults(tmp_path):
+    """``demo+fast`` lays mlproject/overlays/fast.yaml over demo; a file's ``defaults:`` list names the
+    recipes it starts from; mappings merge key by key, the last word wins."""
+    demo, fast = load_recipe("demo"), load_recipe("demo+fast")
+    assert fast.name == "demo+fast"
+    assert fast.models["seresnext"].train.epochs == 3 and fast.stacking.num_boost_round == 100
+    assert fast.models["seresnext"].train.lr == demo.models["seresnext"].train.lr  # merged, not replaced
+    child = tmp_path / "child.yaml"
+    child.write_text("defaults: [demo]\nname: child\nmodels: {tfidf: {C: 2.0}}\n")
+    (tmp_path / "demo.yaml").write_text(resolve_path("demo").read_text())
+    recipe = load_recipe(child, {"seed": 3})
+    assert (recipe.name, recipe.seed, recipe.models["tfidf"].C) == ("child", 3, 2.0)
+    assert set(recipe.models) == set(demo.models)
+    with pytest.raises(RecipeError, match="overlay 'fats' not found"):
+        load_recipe("demo+fats")
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("defaults: [loop]\n")
+    with pytest.raises(RecipeError, match="cycle"):
+        load_recipe(loop)
