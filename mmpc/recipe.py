@@ -317,7 +317,7 @@ def resolve_path(recipe: str | Path, folder: Path = RECIPE_DIR, what: str = "rec
         path = folder / f"{recipe}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in folder.glob("*.yaml"))
-        raise RecipeError(f"{what} {recipe!r} not found (looked for {path}); known: {known}")
+        raise RecipeError(f"{what} {recipe!r} not found (looked for {path}); known {what}s: {known}")
     return path
 
 
