@@ -53,19 +53,18 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from sklearn.model_selection import StratifiedKFold  # noqa: E402
 
-from mmpc import stacking, text  # noqa: E402
+from mmpc import kinds, stacking, text  # noqa: E402
 from mmpc.catalog import SplitSpec  # noqa: E402
+from mmpc.kinds.text import TextModelConfig  # noqa: E402
+from mmpc.kinds.tfidf import TfidfModelConfig  # noqa: E402
 from mmpc.labels import LabelMap  # noqa: E402
 from mmpc.metrics import macro_f1  # noqa: E402
 from mmpc.models import pretrained  # noqa: E402
 from mmpc.models.batching import TextCollator  # noqa: E402
-from mmpc.models.runners import TextRunner  # noqa: E402
 from mmpc.models.text import TextClassifier, build_backbone  # noqa: E402
-from mmpc.models.tfidf import TfidfRunner  # noqa: E402
 from mmpc.models.tokenizer import load_tokenizer  # noqa: E402
-from mmpc.recipe import Recipe, TextModelConfig, TfidfModelConfig, from_dict  # noqa: E402
-from mmpc.training.level1 import RunOptions, train_text  # noqa: E402
-from mmpc.training.tfidf import train_tfidf  # noqa: E402
+from mmpc.recipe import Recipe, from_dict  # noqa: E402
+from mmpc.training.level1 import RunOptions  # noqa: E402
 
 log = logging.getLogger("quality")
 
@@ -265,8 +264,7 @@ def fit_level1(
     """One level-1 model trained by mmpc's own function into ``out``; its fit and wall time."""
     started = time.perf_counter()
     opts = RunOptions(torch.device("cpu"), seed, name)
-    fitter = train_tfidf if isinstance(cfg, TfidfModelConfig) else train_text
-    result = fitter(cfg, train, valid, codes, out, opts)
+    result = kinds.train(cfg, train, valid, codes, out, opts, {})
     return {
         "fit_s": time.perf_counter() - started,
         "epochs": result.epochs_run,
@@ -276,10 +274,8 @@ def fit_level1(
 
 
 def predict(cfg, folder: Path, texts: list[str], batch_size: int) -> np.ndarray:
-    """Class probabilities from the saved model, through the runner the serving path uses."""
-    if isinstance(cfg, TfidfModelConfig):
-        return TfidfRunner(folder).run(texts)
-    return TextRunner(folder, torch.device("cpu"), batch_size).run(texts)[0]
+    """Class probabilities from the saved model, loaded by its kind as the serving path loads it."""
+    return kinds.load(folder, torch.device("cpu"), batch_size).predict_proba(texts, [None] * len(texts))
 
 
 @torch.inference_mode()

@@ -3,13 +3,14 @@
 Folder layout::
 
     ensemble.json          members (name, kind, registered version), class codes, top_k
-    members/<name>/        level-1 model folders (a fusion member keeps only its head when its
-                           inputs are members with identical weights)
+    members/<name>/        level-1 model folders (a member reading others, such as fusion, keeps
+                           only its head when its inputs are members with identical weights)
     booster.txt            the LightGBM stacker
 
 The fusion model's backbones are frozen copies of the text and image members. When the weight
 digests agree, each backbone runs once per batch and feeds both its own head and the fusion head;
 when they do not, the fusion member runs its own bundled backbones (and a warning says so).
+Every member is loaded by its kind (``mmpc.kinds``); nothing here knows which kinds exist.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,9 +25,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mmpc import stacking
+from mmpc import kinds, stacking
 from mmpc.models import store
-from mmpc.models.runners import FusionRunner, ImageRunner, Level1Predictor, TextRunner
 from mmpc.serving_input import ParsedRequest
 
 log = logging.getLogger(__name__)
@@ -46,22 +45,33 @@ def build(
 ) -> Path:
     """Assemble an ensemble folder from level-1 folders (in stacking order) and a booster."""
     out.mkdir(parents=True, exist_ok=True)
-    digests = {n: store.read_meta(f)["weights_sha256"] for n, f in members.items()}
+    metas = {n: kinds.read_meta(f) for n, f in members.items()}
+    digests = {n: m.weights_sha256 for n, m in metas.items()}
     entries = []
     for name, folder in members.items():
-        meta = store.read_meta(folder)
-        dst = out / "members" / name
-        shareable = meta["kind"] == "fusion" and all(
-            digests.get(n) == d for n, d in meta["input_weights_sha256"].items()
-        )
-        # A fusion whose inputs are members with the same weights needs only its head.
+        meta = metas[name]
+        wanted = meta.input_weights_sha256
+        # A model whose inputs are members with the same weights needs only its own head.
+        shareable = bool(wanted) and all(digests.get(n) == d for n, d in wanted.items())
         ignore = shutil.ignore_patterns("inputs") if shareable else None
-        shutil.copytree(folder, dst, ignore=ignore, dirs_exist_ok=True)
-        entries.append({"name": name, "kind": meta["kind"], "version": versions.get(name)})
+        shutil.copytree(folder, out / "members" / name, ignore=ignore, dirs_exist_ok=True)
+        entries.append({"name": name, "kind": meta.kind, "version": versions.get(name)})
     shutil.copy2(booster_file, out / stacking.BOOSTER_FILE)
     manifest = {"members": entries, "codes": list(codes), "top_k": top_k, "batch_size": batch_size}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return out
+
+
+def _load_order(folder: Path, names: Sequence[str]) -> list[str]:
+    """Members whose inputs are other members come after those inputs."""
+    reads = {n: set(kinds.read_meta(folder / "members" / n).input_weights_sha256) & set(names) for n in names}
+    order: list[str] = []
+    while len(order) < len(names):
+        ready = [n for n in names if n not in order and reads[n] <= set(order)]
+        if not ready:
+            raise store.ModelFolderError(f"{folder}: members read each other in a cycle: {reads}")
+        order += ready
+    return order
 
 
 class EnsemblePredictor:
@@ -72,36 +82,12 @@ class EnsemblePredictor:
         self.top_k: int = manifest["top_k"]
         self.members: list[str] = [m["name"] for m in manifest["members"]]
         batch = manifest.get("batch_size", 64)
-        self.texts: dict[str, TextRunner] = {}
-        self.images: dict[str, ImageRunner] = {}
-        self.fusions: dict[str, FusionRunner] = {}
-        self.separate: dict[str, Level1Predictor] = {}  # fusion members that run their own backbones
-        kinds = {m["name"]: m["kind"] for m in manifest["members"]}
-        for name in self.members:
-            path = folder / "members" / name
-            if kinds[name] == "text":
-                self.texts[name] = TextRunner(path, device, batch)
-            elif kinds[name] == "image":
-                self.images[name] = ImageRunner(path, device, batch)
-        for name in self.members:
-            path = folder / "members" / name
-            if kinds[name] == "fusion":
-                if self._shares_backbones(path):
-                    self.fusions[name] = FusionRunner(path, device)
-                elif (path / "inputs").is_dir():
-                    warnings.warn(
-                        f"ensemble member {name!r}: its frozen backbones differ from the ensemble's "
-                        "text/image members; it runs its own backbones (slower)",
-                        stacklevel=2,
-                    )
-                    self.separate[name] = Level1Predictor(path, device, batch)
-                else:
-                    raise store.ModelFolderError(
-                        f"{path}: the fusion member's backbones differ from the ensemble's members "
-                        "and are not bundled"
-                    )
-            elif kinds[name] not in ("text", "image"):
-                self.separate[name] = Level1Predictor(path, device, batch)
+        # Each member by its kind; one reading another member's embeddings (fusion) shares its pass.
+        self.models: dict[str, kinds.Member] = {}
+        digests: dict[str, str] = {}
+        for name in _load_order(folder, self.members):
+            self.models[name] = kinds.load(folder / "members" / name, device, batch, shared=digests)
+            digests[name] = self.models[name].meta.weights_sha256
         self.booster = stacking.load(folder)
         expected = stacking.feature_names(self.members, self.codes)
         if self.booster.feature_name() != expected:
@@ -110,28 +96,18 @@ class EnsemblePredictor:
             )
         self._explainer: stacking.Explainer | None = None  # built on the first request that asks
 
-    def _shares_backbones(self, fusion_folder: Path) -> bool:
-        meta = store.read_meta(fusion_folder)
-        loaded = {n: r.weights_sha256 for n, r in {**self.texts, **self.images}.items()}
-        return all(loaded.get(n) == d for n, d in meta["input_weights_sha256"].items())
-
     @property
     def uses_images(self) -> bool:
-        return bool(self.images) or bool(self.fusions) or any(p.uses_images for p in self.separate.values())
+        return any(m.uses_images for m in self.models.values())
 
     def level1_probabilities(self, texts: Sequence[str], imgs: Sequence) -> dict[str, np.ndarray]:
         """Every member's class probabilities, each backbone run once."""
         probs: dict[str, np.ndarray] = {}
-        embs: dict[str, np.ndarray] = {}
-        for name, runner in self.texts.items():
-            probs[name], embs[name] = runner.run(texts)
-        for name, runner in self.images.items():
-            probs[name], embs[name] = runner.run(imgs)
-        for name, runner in self.fusions.items():
-            meta = runner.meta
-            probs[name] = runner.run([embs[n] for n in meta["text"]], embs[meta["image"]])
-        for name, predictor in self.separate.items():
-            probs[name] = predictor.predict_proba(texts, imgs)
+        embeddings: dict[str, np.ndarray] = {}
+        for name, model in self.models.items():
+            probs[name], emb = model.forward(texts, imgs, embeddings)
+            if emb is not None:
+                embeddings[name] = emb
         return probs
 
     def features(self, texts: Sequence[str], imgs: Sequence) -> pd.DataFrame:

@@ -22,13 +22,12 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mmpc import kinds, tracking
 from mmpc import metrics as M
 from mmpc import tags as tag
-from mmpc import tracking
 from mmpc.catalog import SPLITS, Catalog
 from mmpc.ensemble import MANIFEST, EnsemblePredictor
 from mmpc.labels import RAKUTEN_NAMES
-from mmpc.models.runners import Level1Predictor
 from mmpc.pipeline import code_version, predict_rows
 
 log = logging.getLogger(__name__)
@@ -151,7 +150,7 @@ def load_predictor(mv: ModelVersion, dst: Path, device: torch.device) -> tuple[s
     bundle = local / "artifacts" / "ensemble"
     if (bundle / MANIFEST).is_file():
         return "ensemble", EnsemblePredictor(bundle, device)
-    predictor = Level1Predictor(tracking.level1_folder(local), device)
+    predictor = kinds.load(tracking.level1_folder(local), device)
     return predictor.kind, predictor
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
+from mmpc import kinds
 from mmpc.catalog import SplitSpec
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "mlproject"
@@ -25,121 +26,8 @@ class RecipeError(ValueError):
     """A recipe key or value is wrong; the message names its dotted path."""
 
 
-@dataclass
-class TrainConfig:
-    """The optimisation loop shared by every neural level-1 kind."""
-
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    epochs: int = 10
-    optimizer: Literal["adamw", "adam"] = "adamw"
-    lr: float = 2e-5
-    head_lr: float | None = None  # a higher rate for the freshly initialised head, if set
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    schedule: Literal["linear", "constant", "cosine"] = "linear"
-    warmup_ratio: float = 0.0
-    grad_clip: float | None = 1.0
-    grad_accum: int = 1
-    patience: int = 3  # epochs without a better valid macro-F1 before stopping
-    num_workers: int = 0
-    amp: bool = True  # bf16 autocast on GPU; always fp32 on CPU
-    length_bucketing: bool = True
-    compile: bool = False  # torch.compile the training model
-    checkpoint_every_steps: int = 0  # besides every epoch; 0: epoch ends only
-    # A wall-clock cap on the whole fit: the epoch that crosses it stops at the next batch, is
-    # validated, and training ends (the best epoch so far is kept). None: no cap.
-    max_minutes: float | None = None
-    # A cap on optimiser steps over the whole fit, resumed processes included: the epoch that reaches
-    # it stops there, is validated, and training ends; the schedule spans at most this many. None: no cap.
-    max_steps: int | None = None
-
-
-@dataclass
-class TokenizerConfig:
-    pretrained: str | None = None  # a hub name or a local folder; default: the model's own checkpoint
-    train_vocab_size: int = 4000  # when not pretrained: a WordPiece tokenizer trained on the train split
-    lowercase: bool = False
-
-
-@dataclass
-class TextModelConfig:
-    kind: Literal["text"] = "text"
-    pretrained: str | None = None  # e.g. camembert-base; None builds `backbone_type` from `backbone_config`
-    backbone_type: str | None = None  # a transformers model_type: camembert, flaubert, ...
-    backbone_config: dict[str, Any] = field(default_factory=dict)
-    head: Literal["flaubert", "cls", "flatten"] = "cls"
-    dropout: float = 0.1
-    max_len: int = 256
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-
-@dataclass
-class ImageModelConfig:
-    kind: Literal["image"] = "image"
-    arch: str = "legacy_seresnext50_32x4d"
-    # true: timm's hub weights for `arch`; a path: local weights, a file (safetensors or a state dict)
-    # or a folder in timm's layout (config.json naming the architecture + model.safetensors); false: random
-    pretrained: bool | str = True
-    img_size: int = 224
-    crop_fraction: float = 224 / 256
-    drop_rate: float = 0.0
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-
-@dataclass
-class FusionModelConfig:
-    kind: Literal["fusion"] = "fusion"
-    text: list[str] = field(default_factory=lambda: ["flaubert", "camembert"])
-    image: str = "seresnext"
-    mode: Literal["concat", "add"] = "concat"
-    dim: int | None = None  # projection size of the image vector; default: the text hidden size
-    dropout: float = 0.1
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-
-@dataclass
-class TfidfFeatures:
-    """One block of TF-IDF features (scikit-learn's TfidfVectorizer); blocks are concatenated."""
-
-    analyzer: Literal["word", "char", "char_wb"] = "word"
-    ngram_range: list[int] = field(default_factory=lambda: [1, 2])
-    min_df: int = 1
-    max_df: float = 1.0
-    max_features: int | None = None
-    sublinear_tf: bool = True
-    lowercase: bool = True
-    strip_accents: Literal["unicode", "ascii"] | None = None
-
-
-@dataclass
-class TfidfModelConfig:
-    """TF-IDF features -> a linear SVM with calibrated probabilities; trains in seconds on a CPU."""
-
-    kind: Literal["tfidf"] = "tfidf"
-    features: list[TfidfFeatures] = field(
-        default_factory=lambda: [
-            TfidfFeatures(analyzer="word", ngram_range=[1, 2]),
-            TfidfFeatures(analyzer="char_wb", ngram_range=[2, 5], min_df=2),
-        ]
-    )
-    C: float = 0.5  # LinearSVC's inverse regularisation strength
-    class_weight: Literal["balanced"] | None = None
-    # Probabilities: `sigmoid` (Platt, one per class, then normalised) or `temperature` (one softmax
-    # temperature over the decision values), fit on cross-validated decision values of the train split.
-    calibration: Literal["sigmoid", "temperature"] = "sigmoid"
-    calibration_folds: int = 3
-    n_jobs: int | None = None  # processes for the calibration folds (scikit-learn's n_jobs)
-
-
-ModelConfig = TextModelConfig | ImageModelConfig | FusionModelConfig | TfidfModelConfig
-_KINDS: dict[str, type] = {
-    "text": TextModelConfig,
-    "image": ImageModelConfig,
-    "fusion": FusionModelConfig,
-    "tfidf": TfidfModelConfig,
-}
+# A model section of a recipe: the config dataclass its kind registers (mmpc/kinds/).
+ModelConfig = Any
 
 
 @dataclass
@@ -270,9 +158,9 @@ def _models(data: Any) -> dict[str, ModelConfig]:
         raise RecipeError(f"models: expected a mapping of model name -> config, got {data!r}")
     out: dict[str, ModelConfig] = {}
     for name, cfg in data.items():
-        if not isinstance(cfg, dict) or cfg.get("kind") not in _KINDS:
-            raise RecipeError(f"models.{name}.kind: must be one of {sorted(_KINDS)}")
-        out[name] = _build(_KINDS[cfg["kind"]], cfg, f"models.{name}")
+        if not isinstance(cfg, dict) or cfg.get("kind") not in kinds.REGISTRY:
+            raise RecipeError(f"models.{name}.kind: must be one of {kinds.names()}")
+        out[name] = _build(kinds.get(cfg["kind"]).config, cfg, f"models.{name}")
     return out
 
 
@@ -372,30 +260,11 @@ def from_dict(data: dict[str, Any]) -> Recipe:
     recipe = _build(Recipe, data, "")
     recipe.models = models
     for name, cfg in models.items():
-        if isinstance(cfg, FusionModelConfig):
-            # The fusion head reads backbone embeddings: only text and image models have them.
-            for ref, kind in [*((t, "text") for t in cfg.text), (cfg.image, "image")]:
-                if ref not in models or models[ref].kind != kind:
-                    raise RecipeError(f"models.{name}: input {ref!r} is not a {kind} model of this recipe")
-        if isinstance(cfg, TfidfModelConfig):
-            _check_tfidf(cfg, f"models.{name}")
-        if isinstance(cfg, TextModelConfig) and cfg.pretrained and not cfg.tokenizer.pretrained:
-            # A checkpoint is read with its own tokenizer, never one trained on the catalog.
-            cfg.tokenizer.pretrained = cfg.pretrained
+        try:
+            kinds.of(cfg).validate(name, cfg, models, f"models.{name}")
+        except ValueError as exc:
+            raise RecipeError(str(exc)) from None
     return recipe
-
-
-def _check_tfidf(cfg: TfidfModelConfig, path: str) -> None:
-    if not cfg.features:
-        raise RecipeError(f"{path}.features: at least one feature block is needed")
-    for i, block in enumerate(cfg.features):
-        low, high = [*block.ngram_range, 0, 0][:2]
-        if len(block.ngram_range) != 2 or not 1 <= low <= high:
-            raise RecipeError(f"{path}.features[{i}].ngram_range: expected [low, high] with 1 <= low <= high")
-    if cfg.calibration_folds < 2:
-        raise RecipeError(f"{path}.calibration_folds: at least 2 folds are needed")
-    if cfg.C <= 0:
-        raise RecipeError(f"{path}.C: must be > 0")
 
 
 def load_recipe(recipe: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:

@@ -17,9 +17,8 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Array, Map
 
-from mmpc import serving_input
+from mmpc import kinds, serving_input
 from mmpc.ensemble import EnsemblePredictor
-from mmpc.models.runners import Level1Predictor
 
 INPUT_SCHEMA = Schema(
     [
@@ -69,7 +68,7 @@ class Level1Model(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         _threads()
-        self.predictor = Level1Predictor(context.artifacts["model"])
+        self.predictor = kinds.load(context.artifacts["model"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         req = _parse(model_input)

@@ -3,7 +3,6 @@ really the same, and falls back to the fusion model's own backbones (with a warn
 
 from __future__ import annotations
 
-import shutil
 import warnings
 
 import lightgbm as lgb
@@ -12,68 +11,47 @@ import pytest
 import torch
 from PIL import Image
 
-from mmpc import ensemble, stacking
+from mmpc import ensemble, kinds, stacking
+from mmpc.kinds.fusion import FusionModelConfig
+from mmpc.kinds.image import ImageModelConfig
+from mmpc.kinds.text import TextModelConfig, TokenizerConfig
 from mmpc.models import store
-from mmpc.models.fusion import FusionHead
-from mmpc.models.image import ImageClassifier
-from mmpc.models.text import TextClassifier, build_backbone
-from mmpc.models.tokenizer import special_token_ids, train_wordpiece
+from mmpc.models.runners import FusionMember
 from mmpc.serving_input import ParsedRequest
 
 CODES = [10, 40, 50]
 TEXTS = ["livre roman poche", "console jeu portable", "manette sans fil"] * 20
 
 
-def _text_folder(folder, seed: int):
-    torch.manual_seed(seed)
-    tok = train_wordpiece(TEXTS, 200)
-    cfg = {
+TEXT = TextModelConfig(
+    backbone_type="camembert",
+    backbone_config={
         "hidden_size": 16,
         "num_hidden_layers": 1,
         "num_attention_heads": 2,
         "intermediate_size": 32,
         "max_position_embeddings": 40,
-    }
-    model = TextClassifier(
-        build_backbone(None, "camembert", cfg, len(tok), special_token_ids(tok)), 3, "cls", 16
-    )
-    tok.save_pretrained(folder / "tokenizer")
-    model.backbone.config.save_pretrained(folder / "backbone")
-    return store.save_weights(
-        folder,
-        model,
-        {"kind": "text", "codes": CODES, "head": "cls", "max_len": 16, "dropout": 0.1, "hidden_size": 16},
-    )
+    },
+    max_len=16,
+    tokenizer=TokenizerConfig(train_vocab_size=200),
+)
+
+
+def _text_folder(folder, seed: int):
+    torch.manual_seed(seed)
+    return kinds.build(TEXT, "text", CODES, folder, TEXTS)
 
 
 def _image_folder(folder):
     torch.manual_seed(0)
-    return store.save_weights(
-        folder,
-        ImageClassifier("test_byobnet", 3),
-        {"kind": "image", "codes": CODES, "arch": "test_byobnet", "transform": {"img_size": 32}},
+    return kinds.build(
+        ImageModelConfig(arch="test_byobnet", pretrained=False, img_size=32), "image", CODES, folder
     )
 
 
 def _fusion_folder(folder, inputs: dict):
-    head = FusionHead([16], image_dim=256, num_classes=3)
-    for name, src in inputs.items():
-        shutil.copytree(src, folder / "inputs" / name)
-    store.save_weights(
-        folder,
-        head,
-        {
-            "kind": "fusion",
-            "codes": CODES,
-            "text": ["text"],
-            "image": "image",
-            "mode": "concat",
-            "dim": 16,
-            "dropout": 0.1,
-            "text_dims": [16],
-            "image_dim": 256,
-            "input_weights_sha256": {n: store.read_meta(f)["weights_sha256"] for n, f in inputs.items()},
-        },
+    return kinds.build(
+        FusionModelConfig(text=["text"], image="image"), "fusion", CODES, folder, inputs=inputs
     )
 
 
@@ -109,7 +87,8 @@ def test_identical_backbones_run_once_for_both_heads(tmp_path, members):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         predictor = ensemble.EnsemblePredictor(folder)
-    assert "fusion" in predictor.fusions and "fusion" not in predictor.separate
+    fusion = predictor.models["fusion"]
+    assert isinstance(fusion, FusionMember) and fusion.shares and not fusion.inputs
     out = predictor.predict(_request())
     assert list(out["image_status"]) == ["ok", "missing"] and out["prdtypecode"].isin(CODES).all()
 
@@ -123,7 +102,10 @@ def test_different_weights_are_caught_and_run_separately(tmp_path, members):
     assert (folder / "members" / "fusion" / "inputs" / "text").is_dir()  # its own backbones are bundled
     with pytest.warns(UserWarning, match="frozen backbones differ"):
         predictor = ensemble.EnsemblePredictor(folder)
-    assert "fusion" in predictor.separate and "fusion" not in predictor.fusions
+    assert not predictor.models["fusion"].shares and set(predictor.models["fusion"].inputs) == {
+        "text",
+        "image",
+    }
     request = _request()
     probs = predictor.level1_probabilities(request.texts, request.images)
     assert np.isnan(probs["fusion"][1]).all() and np.isfinite(probs["fusion"][0]).all()

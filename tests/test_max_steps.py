@@ -11,8 +11,8 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.data import DataLoader
 
+from mmpc.kinds.base import TrainConfig
 from mmpc.models.batching import LengthBucketSampler
-from mmpc.recipe import TrainConfig
 from mmpc.training import checkpoint
 from mmpc.training.data import TensorDictDataset
 from mmpc.training.engine import FitResult, fit

@@ -7,6 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
+from mmpc.kinds.image import ImageMeta
+from mmpc.kinds.text import TextMeta
 from mmpc.models import store
 from mmpc.models.fusion import FusionHead
 from mmpc.models.image import ImageClassifier
@@ -105,7 +107,16 @@ def test_text_folder_round_trip(tmp_path, tokenizer):
     meta = store.save_weights(
         tmp_path,
         model,
-        {"kind": "text", "codes": list(range(27)), "head": "cls", "max_len": 16, "dropout": 0.1},
+        TextMeta(
+            kind="text",
+            name="t",
+            codes=list(range(27)),
+            head="cls",
+            max_len=16,
+            dropout=0.1,
+            hidden_size=model.hidden_size,
+            backbone="camembert",
+        ).to_json(),
     )
     assert len(meta["weights_sha256"]) == 64
     assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob("*.bin"))  # no pickles
@@ -123,7 +134,14 @@ def test_image_runner_answers_missing_images_with_nan(tmp_path):
     store.save_weights(
         tmp_path,
         model,
-        {"kind": "image", "codes": list(range(27)), "arch": "test_byobnet", "transform": {"img_size": 64}},
+        ImageMeta(
+            kind="image",
+            name="i",
+            codes=list(range(27)),
+            arch="test_byobnet",
+            num_features=model.num_features,
+            transform={"img_size": 64},
+        ).to_json(),
     )
     runner = ImageRunner(tmp_path)
     img = Image.new("RGB", (80, 80), (200, 30, 30))

@@ -22,12 +22,13 @@ import torch
 from safetensors.torch import load_file
 
 from mmpc import text
+from mmpc.kinds.base import TrainConfig
+from mmpc.kinds.text import TextModelConfig, TokenizerConfig
 from mmpc.labels import LabelMap
 from mmpc.metrics import macro_f1
 from mmpc.models.runners import TextRunner
 from mmpc.models.text import build_backbone
 from mmpc.models.tokenizer import load_tokenizer
-from mmpc.recipe import TextModelConfig, TokenizerConfig, TrainConfig
 from mmpc.training.engine import FitResult
 from mmpc.training.level1 import RunOptions, train_text
 

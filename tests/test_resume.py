@@ -16,8 +16,8 @@ from e2e import resumable_flaubert
 from mlflow.tracking import MlflowClient
 
 from mmpc.demo_catalog import write_demo_catalog
+from mmpc.kinds.base import TrainConfig
 from mmpc.models.batching import LengthBucketSampler
-from mmpc.recipe import TrainConfig
 from mmpc.training import checkpoint
 from mmpc.training.data import TensorDictDataset
 from mmpc.training.engine import fit
@@ -182,6 +182,7 @@ def test_training_killed_at_each_point_resumes_in_the_same_run(tmp_path, observe
     )
     assert not list(ckpts.glob("flaubert-*"))  # checkpoints go once the model is registered
     observed(
-        f"{len(KILL_POINTS)} kills, then a clean finish: {len(runs)} run ({runs[0].info.status}), "
+        f"exit {done.returncode}",
+        f"after {len(KILL_POINTS)} kills, {len(runs)} run ({runs[0].info.status}), "
         f"epochs logged {sorted(m.step for m in history)}, {len(versions)} version (@candidate, tagged)"
     )

@@ -1,5 +1,5 @@
 """The TF-IDF level-1 kind: saved as arrays + JSON, its probabilities equal scikit-learn's, and it is a
-member like any other (Level1Predictor, the ensemble, recipes)."""
+member like any other (loaded by its kind, the ensemble, recipes)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from mmpc import ensemble, stacking
+from mmpc import ensemble, kinds, stacking
 from mmpc.catalog import read_catalog
 from mmpc.demo_catalog import write_demo_catalog
+from mmpc.kinds.tfidf import TfidfFeatures, TfidfModelConfig
 from mmpc.models import store
-from mmpc.models.runners import Level1Predictor
 from mmpc.models.tfidf import TfidfRunner
-from mmpc.recipe import RecipeError, TfidfFeatures, TfidfModelConfig, from_dict
+from mmpc.recipe import RecipeError, from_dict
 from mmpc.serving_input import ParsedRequest
 from mmpc.training import tfidf as train_tfidf_mod
 from mmpc.training.level1 import RunOptions
@@ -50,7 +50,7 @@ def test_saved_model_gives_scikit_learns_probabilities(catalog, tmp_path, calibr
     texts = [*catalog.split("test", "stack")["text"].tolist(), "", "texte jamais vu zzz"]
     X = sp.hstack([v.transform(texts) for v in vectorizers], format="csr")
     expected = model.predict_proba(X)
-    got = runner.predict_proba(texts)
+    got = runner.probabilities(texts)
     np.testing.assert_allclose(got[:, model.classes_], expected, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-9)
     # and the decision values are the SVM's own
@@ -70,9 +70,9 @@ def test_folder_holds_arrays_and_json_only(catalog, tmp_path):
     assert set(store.load_arrays(tmp_path / "m")) == {"coef", "intercept", "a", "b", "idf_0", "idf_1"}
 
 
-def test_level1_predictor_serves_it_with_every_code(catalog, tmp_path):
+def test_its_kind_loads_it_with_every_code(catalog, tmp_path):
     _fit(catalog, SMALL, tmp_path / "m")
-    predictor = Level1Predictor(tmp_path / "m")
+    predictor = kinds.load(tmp_path / "m")
     assert predictor.kind == "tfidf" and not predictor.uses_images
     probs = predictor.predict_proba(["Piscine tubulaire ronde", "Lot de romans"], [None, None])
     assert probs.shape == (2, len(catalog.labels.codes)) and probs.dtype == np.float32
@@ -84,7 +84,7 @@ def test_a_class_missing_from_train_gets_probability_zero(catalog, tmp_path):
     absent = int(train["label"].iloc[0])
     _, model, runner = _fit(catalog, SMALL, tmp_path / "m", train[train["label"] != absent])
     assert absent not in model.classes_
-    probs = runner.predict_proba(catalog.split("test")["text"].tolist())
+    probs = runner.probabilities(catalog.split("test")["text"].tolist())
     assert (probs[:, absent] == 0).all()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
 

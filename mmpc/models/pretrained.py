@@ -17,9 +17,12 @@ from safetensors import safe_open
 from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
 from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
 
+from mmpc import kinds
+from mmpc.kinds.image import ImageModelConfig
+from mmpc.kinds.text import TextModelConfig
 from mmpc.models import image, store
 from mmpc.models.tokenizer import load_tokenizer
-from mmpc.recipe import ImageModelConfig, RecipeError, TextModelConfig
+from mmpc.recipe import RecipeError
 
 # Weight files ``from_pretrained`` reads from a transformers folder, and timm from its own layout.
 TEXT_WEIGHT_FILES = (
@@ -166,21 +169,14 @@ def fingerprint(cfg: object) -> dict[str, str]:
     """SHA-256 of a local checkpoint's files (config, weights, tokenizer), by name: part of a training's
     key, so a version reused from the registry was trained from these very weights. Hub names are
     recorded by name alone."""
-    refs = []
-    if isinstance(cfg, TextModelConfig):
-        refs = [r for r in (cfg.pretrained, cfg.tokenizer.pretrained) if r]
-    elif isinstance(cfg, ImageModelConfig) and isinstance(cfg.pretrained, str):
-        refs = [cfg.pretrained]
     files = []
-    for ref in dict.fromkeys(refs):
+    for ref in dict.fromkeys(kinds.of(cfg).checkpoints(cfg)):
         path = Path(ref).expanduser()
         files += sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
     return {str(f): store.file_digest(f) for f in files if f.is_file()}
 
 
 def check(name: str, cfg: object) -> None:
-    """The recipe's checkpoint for model ``name``, if it has one, checked before training."""
-    if isinstance(cfg, TextModelConfig):
-        check_text(name, cfg)
-    elif isinstance(cfg, ImageModelConfig):
-        check_image(name, cfg)
+    """The recipe's checkpoint for model ``name``, if its kind reads one, checked before training."""
+    if ref := kinds.of(cfg).preflight:
+        kinds.resolve(ref)(name, cfg)

@@ -1,4 +1,4 @@
-"""Batched inference for level-1 folders: probabilities and embeddings, under ``inference_mode``.
+"""Batched inference for the neural level-1 folders: probabilities and embeddings, under ``inference_mode``.
 
 The same runners serve the level-1 pyfuncs, the stacking step and the published ensemble, so a
 model is preprocessed identically everywhere.
@@ -6,51 +6,61 @@ model is preprocessed identically everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from mmpc import images
+from mmpc import images, kinds
+from mmpc.kinds import Member
+from mmpc.kinds.fusion import FusionMeta
+from mmpc.kinds.image import ImageMeta
+from mmpc.kinds.text import TextMeta
 from mmpc.models import store
 from mmpc.models.batching import LengthBucketSampler, TextCollator, TextDataset, autocast
 from mmpc.models.fusion import FusionHead
 from mmpc.models.image import ImageClassifier
 from mmpc.models.text import TextClassifier, load_backbone
-from mmpc.models.tfidf import TfidfRunner
 from mmpc.models.tokenizer import load_tokenizer
 
 
-class TextRunner:
-    def __init__(self, folder: str | Path, device: torch.device | None = None, batch_size: int = 64):
+class TextRunner(Member):
+    """A text folder: its tokenizer, backbone and head; probabilities and first-token embeddings."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        device: torch.device | None = None,
+        batch_size: int = 64,
+        shared: Mapping[str, str] | None = None,
+    ):
         folder = Path(folder)
         self.folder = folder
-        self.meta = store.read_meta(folder)
+        self.meta: TextMeta = kinds.read_meta(folder)
         self.device = device or torch.device("cpu")
         self.batch_size = batch_size
         self.tokenizer = load_tokenizer(folder / "tokenizer")
         backbone = load_backbone(folder / "backbone")
-        self.model = TextClassifier(
-            backbone, len(self.meta["codes"]), self.meta["head"], self.meta["max_len"], self.meta["dropout"]
-        )
+        m = self.meta
+        self.model = TextClassifier(backbone, len(m.codes), m.head, m.max_len, m.dropout)
         store.load_weights(folder, self.model)
         self.model.to(self.device).eval()
         self.collate = TextCollator(self.tokenizer.pad_token_id)
 
-    @property
-    def weights_sha256(self) -> str:
-        return self.meta["weights_sha256"]
-
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        return self.tokenizer(list(texts), truncation=True, max_length=self.meta["max_len"])["input_ids"]
+        return self.tokenizer(list(texts), truncation=True, max_length=self.meta.max_len)["input_ids"]
+
+    def forward(self, texts, imgs, embeddings) -> tuple[np.ndarray, np.ndarray]:
+        return self.run(texts)
 
     @torch.inference_mode()
     def run(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Class probabilities [n, C] and first-token embeddings [n, d], in input order."""
         n = len(texts)
-        probs = np.zeros((n, len(self.meta["codes"])), dtype=np.float32)
+        probs = np.zeros((n, len(self.meta.codes)), dtype=np.float32)
         emb = np.zeros((n, self.model.hidden_size), dtype=np.float32)
         if n == 0:
             return probs, emb
@@ -67,28 +77,37 @@ class TextRunner:
         return probs, emb
 
 
-class ImageRunner:
-    def __init__(self, folder: str | Path, device: torch.device | None = None, batch_size: int = 64):
+class ImageRunner(Member):
+    """An image folder: the timm classifier and its eval transform; probabilities and pooled features."""
+
+    uses_images = True
+
+    def __init__(
+        self,
+        folder: str | Path,
+        device: torch.device | None = None,
+        batch_size: int = 64,
+        shared: Mapping[str, str] | None = None,
+    ):
         folder = Path(folder)
         self.folder = folder
-        self.meta = store.read_meta(folder)
+        self.meta: ImageMeta = kinds.read_meta(folder)
         self.device = device or torch.device("cpu")
         self.batch_size = batch_size
-        self.model = ImageClassifier(self.meta["arch"], len(self.meta["codes"]), pretrained=False)
+        self.model = ImageClassifier(self.meta.arch, len(self.meta.codes), pretrained=False)
         store.load_weights(folder, self.model)
         self.model.to(self.device).eval()
-        self.cfg = images.ImageTransformConfig(**self.meta["transform"])
+        self.cfg = images.ImageTransformConfig(**self.meta.transform)
         self.transform = images.eval_transform(self.cfg)
 
-    @property
-    def weights_sha256(self) -> str:
-        return self.meta["weights_sha256"]
+    def forward(self, texts, imgs, embeddings) -> tuple[np.ndarray, np.ndarray]:
+        return self.run(imgs)
 
     @torch.inference_mode()
     def run(self, imgs: Sequence[Image.Image | None]) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities [n, C] and pooled features [n, F]; rows without an image are NaN."""
         n = len(imgs)
-        probs = np.full((n, len(self.meta["codes"])), np.nan, dtype=np.float32)
+        probs = np.full((n, len(self.meta.codes)), np.nan, dtype=np.float32)
         emb = np.full((n, self.model.num_features), np.nan, dtype=np.float32)
         present = [i for i, img in enumerate(imgs) if img is not None]
         for start in range(0, len(present), self.batch_size):
@@ -108,25 +127,18 @@ class FusionRunner:
     """The fusion head alone, on embeddings produced by the text and image runners."""
 
     def __init__(self, folder: str | Path, device: torch.device | None = None):
-        folder = Path(folder)
-        self.meta = store.read_meta(folder)
+        self.meta: FusionMeta = kinds.read_meta(folder)
         self.device = device or torch.device("cpu")
-        self.head = FusionHead(
-            self.meta["text_dims"],
-            self.meta["image_dim"],
-            len(self.meta["codes"]),
-            self.meta["mode"],
-            self.meta["dim"],
-            self.meta["dropout"],
-        )
-        store.load_weights(folder, self.head)
+        m = self.meta
+        self.head = FusionHead(m.text_dims, m.image_dim, len(m.codes), m.mode, m.dim, m.dropout)
+        store.load_weights(Path(folder), self.head)
         self.head.to(self.device).eval()
 
     @torch.inference_mode()
     def run(self, text_embs: Sequence[np.ndarray], image_emb: np.ndarray) -> np.ndarray:
         """Probabilities [n, C]; NaN where the image embedding is missing."""
         n = len(image_emb)
-        probs = np.full((n, len(self.meta["codes"])), np.nan, dtype=np.float32)
+        probs = np.full((n, len(self.meta.codes)), np.nan, dtype=np.float32)
         ok = ~np.isnan(image_emb).any(axis=1)
         if ok.any():
             texts = [torch.from_numpy(t[ok]).to(self.device) for t in text_embs]
@@ -137,42 +149,47 @@ class FusionRunner:
 
 def input_folders(fusion_folder: str | Path) -> dict[str, Path]:
     """The level-1 folders a fusion model was built on, by name (kept under ``inputs/``)."""
-    meta = store.read_meta(fusion_folder)
-    return {name: Path(fusion_folder) / "inputs" / name for name in [*meta["text"], meta["image"]]}
+    meta: FusionMeta = kinds.read_meta(fusion_folder)
+    return {name: Path(fusion_folder) / "inputs" / name for name in [*meta.text, meta.image]}
 
 
-class Level1Predictor:
-    """Any level-1 folder (text, image, fusion or tfidf) -> class probabilities for texts and images."""
+class FusionMember(Member):
+    """A fusion folder for inference. In an ensemble whose members have the very weights of its frozen
+    inputs (``shared``: member name -> weights digest), it runs its head on their embeddings; otherwise
+    it runs the backbones bundled under ``inputs/``."""
 
-    def __init__(self, folder: str | Path, device: torch.device | None = None, batch_size: int = 64):
-        self.folder = Path(folder)
-        self.meta = store.read_meta(self.folder)
-        self.kind = self.meta["kind"]
-        self.codes: list[int] = self.meta["codes"]
-        if self.kind == "text":
-            self.text = TextRunner(self.folder, device, batch_size)
-        elif self.kind == "image":
-            self.image = ImageRunner(self.folder, device, batch_size)
-        elif self.kind == "fusion":
-            folders = input_folders(self.folder)
-            self.texts = [TextRunner(folders[name], device, batch_size) for name in self.meta["text"]]
-            self.image = ImageRunner(folders[self.meta["image"]], device, batch_size)
-            self.head = FusionRunner(self.folder, device)
-        elif self.kind == "tfidf":
-            self.tfidf = TfidfRunner(self.folder)
-        else:
-            raise store.ModelFolderError(f"{folder}: unknown model kind {self.kind!r}")
+    uses_images = True
 
-    @property
-    def uses_images(self) -> bool:
-        return self.kind in ("image", "fusion")
+    def __init__(
+        self,
+        folder: str | Path,
+        device: torch.device | None = None,
+        batch_size: int = 64,
+        shared: Mapping[str, str] | None = None,
+    ):
+        folder = Path(folder)
+        self.head = FusionRunner(folder, device)
+        self.meta: FusionMeta = self.head.meta
+        wanted = self.meta.input_weights_sha256
+        self.shares = shared is not None and all(shared.get(n) == d for n, d in wanted.items())
+        self.inputs: dict[str, Member] = {}
+        if self.shares:
+            return
+        if not (folder / "inputs").is_dir():
+            raise store.ModelFolderError(
+                f"{folder}: the fusion model's backbones differ from the ensemble's members "
+                "and are not bundled"
+            )
+        if shared is not None:
+            warnings.warn(
+                f"fusion model {self.meta.name!r}: its frozen backbones differ from the ensemble's "
+                "text/image members; it runs its own backbones (slower)",
+                stacklevel=2,
+            )
+        self.inputs = {n: kinds.load(f, device, batch_size) for n, f in input_folders(folder).items()}
 
-    def predict_proba(self, texts: Sequence[str], imgs: Sequence[Image.Image | None]) -> np.ndarray:
-        if self.kind == "text":
-            return self.text.run(texts)[0]
-        if self.kind == "image":
-            return self.image.run(imgs)[0]
-        if self.kind == "tfidf":
-            return self.tfidf.run(texts)
-        text_embs = [runner.run(texts)[1] for runner in self.texts]
-        return self.head.run(text_embs, self.image.run(imgs)[1])
+    def forward(self, texts, imgs, embeddings) -> tuple[np.ndarray, None]:
+        if not self.shares:
+            embeddings = {n: m.forward(texts, imgs, {})[1] for n, m in self.inputs.items()}
+        m = self.meta
+        return self.head.run([embeddings[n] for n in m.text], embeddings[m.image]), None

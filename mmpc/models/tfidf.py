@@ -16,7 +16,7 @@ Tests compare the probabilities with the fitted scikit-learn objects.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,9 @@ import scipy.sparse as sp
 from scipy.special import expit, softmax
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from mmpc import kinds
+from mmpc.kinds import Member
+from mmpc.kinds.tfidf import TfidfMeta
 from mmpc.models import store
 
 KIND = "tfidf"
@@ -72,11 +75,7 @@ def calibrated_proba(decision: np.ndarray, method: str, arrays: dict[str, np.nda
 
 
 def save(
-    folder: Path,
-    vectorizers: Sequence[TfidfVectorizer],
-    blocks: Sequence[dict[str, Any]],
-    arrays: dict[str, np.ndarray],
-    meta: dict[str, Any],
+    folder: Path, vectorizers: Sequence[TfidfVectorizer], arrays: dict[str, np.ndarray], meta: TfidfMeta
 ) -> dict[str, Any]:
     """Write a fitted TF-IDF model: vocabularies in JSON, every array in safetensors, meta last."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -85,23 +84,27 @@ def save(
         terms = vec.get_feature_names_out().tolist()  # column order
         (folder / f"vocab_{i}.json").write_text(json.dumps(terms, ensure_ascii=False))
         tensors[f"idf_{i}"] = np.asarray(vec.idf_, dtype=np.float64)
-    blocks = [{k: b[k] for k in VECTORIZER_KEYS if k in b} for b in blocks]
-    return store.save_arrays(folder, tensors, {**meta, "kind": KIND, "features": blocks})
+    blocks = [{k: b[k] for k in VECTORIZER_KEYS if k in b} for b in meta.features]
+    return store.save_arrays(folder, tensors, {**meta.to_json(), "features": blocks})
 
 
-class TfidfRunner:
+class TfidfRunner(Member):
     """A saved TF-IDF model: texts -> class probabilities [n, C] over every code of the model."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(
+        self,
+        folder: str | Path,
+        device: Any = None,
+        batch_size: int = 0,
+        shared: Mapping[str, str] | None = None,
+    ):
         self.folder = Path(folder)
-        self.meta = store.read_meta(self.folder)
-        if self.meta.get("kind") != KIND:
-            raise store.ModelFolderError(
-                f"{folder}: not a TF-IDF model folder (kind {self.meta.get('kind')!r})"
-            )
+        self.meta: TfidfMeta = kinds.read_meta(self.folder)
+        if self.meta.kind != KIND:
+            raise store.ModelFolderError(f"{folder}: not a TF-IDF model folder (kind {self.meta.kind!r})")
         self.arrays = store.load_arrays(self.folder)
         self.vectorizers = []
-        for i, block in enumerate(self.meta["features"]):
+        for i, block in enumerate(self.meta.features):
             path = self.folder / f"vocab_{i}.json"
             if not path.is_file():
                 raise store.ModelFolderError(f"{folder}: vocab_{i}.json is missing")
@@ -115,11 +118,7 @@ class TfidfRunner:
                 f"{folder}: coefficients for {self.coef.shape[1]} features, vocabularies hold {width}"
             )
         # Label indices the classifier saw (a class absent from train gets probability 0).
-        self.classes = np.asarray(self.meta["classes"], dtype=np.int64)
-
-    @property
-    def weights_sha256(self) -> str:
-        return self.meta["weights_sha256"]
+        self.classes = np.asarray(self.meta.classes, dtype=np.int64)
 
     def features(self, texts: Sequence[str]) -> sp.csr_matrix:
         return sp.hstack([v.transform(list(texts)) for v in self.vectorizers], format="csr")
@@ -128,15 +127,16 @@ class TfidfRunner:
         """LinearSVC's decision_function: X @ coef.T + intercept."""
         return self.features(texts) @ self.coef.T + self.intercept
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         """float64 probabilities, one column per code of the model (what scikit-learn computes)."""
-        out = np.zeros((len(texts), len(self.meta["codes"])), dtype=np.float64)
+        out = np.zeros((len(texts), len(self.meta.codes)), dtype=np.float64)
         if len(texts):
-            out[:, self.classes] = calibrated_proba(
-                self.decision(texts), self.meta["calibration"], self.arrays
-            )
+            out[:, self.classes] = calibrated_proba(self.decision(texts), self.meta.calibration, self.arrays)
         return out
 
     def run(self, texts: Sequence[str]) -> np.ndarray:
         """float32 probabilities, like every other runner's."""
-        return self.predict_proba(texts).astype(np.float32)
+        return self.probabilities(texts).astype(np.float32)
+
+    def forward(self, texts, imgs, embeddings) -> tuple[np.ndarray, None]:
+        return self.run(texts), None

@@ -7,8 +7,9 @@ Only ``train`` rows are fitted and only ``valid`` rows steer early stopping; the
 from __future__ import annotations
 
 import logging
+import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,8 +17,13 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+from transformers import PreTrainedTokenizerBase
 
 from mmpc import images
+from mmpc.kinds.base import TrainConfig
+from mmpc.kinds.fusion import FusionMeta, FusionModelConfig
+from mmpc.kinds.image import ImageMeta, ImageModelConfig
+from mmpc.kinds.text import TextMeta, TextModelConfig
 from mmpc.models import store
 from mmpc.models.batching import LengthBucketSampler, TextCollator, TextDataset
 from mmpc.models.fusion import FusionHead
@@ -25,7 +31,6 @@ from mmpc.models.image import ImageClassifier
 from mmpc.models.runners import ImageRunner, TextRunner
 from mmpc.models.text import TextClassifier, build_backbone
 from mmpc.models.tokenizer import load_tokenizer, special_token_ids, train_wordpiece
-from mmpc.recipe import FusionModelConfig, ImageModelConfig, TextModelConfig, TrainConfig
 from mmpc.training import distributed
 from mmpc.training.data import ImageDataset, TensorDictDataset
 from mmpc.training.engine import FitResult, MetricLogger, fit, seed_everything
@@ -86,6 +91,38 @@ def _loader(
     )
 
 
+def _text_model(
+    cfg: TextModelConfig, codes: Sequence[int], texts: Sequence[str]
+) -> tuple[PreTrainedTokenizerBase, TextClassifier]:
+    """The tokenizer (the checkpoint's own, or WordPiece trained on ``texts``) and the classifier."""
+    if tokenizer_ref := cfg.tokenizer.pretrained or cfg.pretrained:
+        tokenizer = load_tokenizer(tokenizer_ref)
+    else:
+        tokenizer = train_wordpiece(list(texts), cfg.tokenizer.train_vocab_size, cfg.tokenizer.lowercase)
+    backbone = build_backbone(
+        cfg.pretrained, cfg.backbone_type, cfg.backbone_config, len(tokenizer), special_token_ids(tokenizer)
+    )
+    return tokenizer, TextClassifier(backbone, len(codes), cfg.head, cfg.max_len, cfg.dropout)
+
+
+def _save_text(
+    out: Path, cfg: TextModelConfig, name: str, codes: Sequence[int], tokenizer, model: TextClassifier
+) -> None:
+    tokenizer.save_pretrained(out / "tokenizer")
+    model.backbone.config.save_pretrained(out / "backbone")
+    meta = TextMeta(
+        kind="text",
+        name=name,
+        codes=list(codes),
+        head=cfg.head,
+        max_len=cfg.max_len,
+        dropout=cfg.dropout,
+        hidden_size=model.hidden_size,
+        backbone=cfg.pretrained or cfg.backbone_type,
+    )
+    store.save_weights(out, model, meta.to_json())
+
+
 def train_text(
     cfg: TextModelConfig,
     train: pd.DataFrame,
@@ -93,19 +130,10 @@ def train_text(
     codes: Sequence[int],
     out: Path,
     run: RunOptions,
+    inputs: Mapping[str, Path] | None = None,
 ) -> FitResult:
     seed_everything(run.seed)
-    # A checkpoint is always read with its own tokenizer, never one trained on the catalog.
-    if tokenizer_ref := cfg.tokenizer.pretrained or cfg.pretrained:
-        tokenizer = load_tokenizer(tokenizer_ref)
-    else:
-        tokenizer = train_wordpiece(
-            train["text"].tolist(), cfg.tokenizer.train_vocab_size, cfg.tokenizer.lowercase
-        )
-    backbone = build_backbone(
-        cfg.pretrained, cfg.backbone_type, cfg.backbone_config, len(tokenizer), special_token_ids(tokenizer)
-    )
-    model = TextClassifier(backbone, len(codes), cfg.head, cfg.max_len, cfg.dropout)
+    tokenizer, model = _text_model(cfg, codes, train["text"].tolist())
 
     def encode(frame: pd.DataFrame) -> TextDataset:
         ids = tokenizer(frame["text"].tolist(), truncation=True, max_length=cfg.max_len)["input_ids"]
@@ -127,23 +155,17 @@ def train_text(
     )
     result = run.fit(model, train_loader, valid_loader, t)
     model.to("cpu")
-    tokenizer.save_pretrained(out / "tokenizer")
-    model.backbone.config.save_pretrained(out / "backbone")
-    store.save_weights(
-        out,
-        model,
-        {
-            "kind": "text",
-            "name": run.name,
-            "codes": list(codes),
-            "head": cfg.head,
-            "max_len": cfg.max_len,
-            "dropout": cfg.dropout,
-            "hidden_size": model.hidden_size,
-            "backbone": cfg.pretrained or cfg.backbone_type,
-        },
-    )
+    _save_text(out, cfg, run.name, codes, tokenizer, model)
     return result
+
+
+def build_text(
+    cfg: TextModelConfig, name: str, codes: list[int], out: Path, texts: list[str], inputs: dict
+) -> Path:
+    """A text folder as ``train_text`` writes it, untrained (its tokenizer trained on ``texts``)."""
+    tokenizer, model = _text_model(cfg, codes, texts)
+    _save_text(out, cfg, name, codes, tokenizer, model)
+    return out
 
 
 def image_transform_config(cfg: ImageModelConfig, model: ImageClassifier) -> images.ImageTransformConfig:
@@ -163,6 +185,7 @@ def train_image(
     codes: Sequence[int],
     out: Path,
     run: RunOptions,
+    inputs: Mapping[str, Path] | None = None,
 ) -> FitResult:
     seed_everything(run.seed)
     # Products without a photo teach an image model nothing.
@@ -184,19 +207,32 @@ def train_image(
     valid_loader = _loader(valid_data, t, train=False, run=run)
     result = run.fit(model, train_loader, valid_loader, t)
     model.to("cpu")
-    store.save_weights(
-        out,
-        model,
-        {
-            "kind": "image",
-            "name": run.name,
-            "codes": list(codes),
-            "arch": cfg.arch,
-            "num_features": model.num_features,
-            "transform": asdict(tcfg),
-        },
-    )
+    _save_image(out, run.name, codes, cfg, model)
     return result
+
+
+def _save_image(
+    out: Path, name: str, codes: Sequence[int], cfg: ImageModelConfig, model: ImageClassifier
+) -> None:
+    transform = asdict(image_transform_config(cfg, model))
+    meta = ImageMeta(
+        kind="image",
+        name=name,
+        codes=list(codes),
+        arch=cfg.arch,
+        num_features=model.num_features,
+        transform=transform,
+    )
+    store.save_weights(out, model, meta.to_json())
+
+
+def build_image(
+    cfg: ImageModelConfig, name: str, codes: list[int], out: Path, texts: list[str], inputs: dict
+) -> Path:
+    """An image folder as ``train_image`` writes it, with random weights."""
+    model = ImageClassifier(cfg.arch, len(codes), pretrained=False, drop_rate=cfg.drop_rate)
+    _save_image(out, name, codes, cfg, model)
+    return out
 
 
 def embed_rows(
@@ -211,12 +247,12 @@ def embed_rows(
 
 def train_fusion(
     cfg: FusionModelConfig,
-    inputs: dict[str, Path],
     train: pd.DataFrame,
     valid: pd.DataFrame,
     codes: Sequence[int],
     out: Path,
     run: RunOptions,
+    inputs: Mapping[str, Path],
 ) -> FitResult:
     """Train the fusion head on embeddings computed once by the frozen level-1 backbones.
 
@@ -245,37 +281,70 @@ def train_fusion(
         len(valid),
     )
     train_data, valid_data = dataset(train), dataset(valid)
-    head = FusionHead(
-        [r.model.hidden_size for r in text_runners],
-        image_runner.model.num_features,
-        len(codes),
-        cfg.mode,
-        cfg.dim,
-        cfg.dropout,
-    )
+    head = _fusion_head(cfg, codes, text_runners, image_runner)
     t = cfg.train
     result = run.fit(
         head, _loader(train_data, t, train=True, run=run), _loader(valid_data, t, train=False, run=run), t
     )
     head.to("cpu")
-    for n, folder in inputs.items():
-        shutil.copytree(folder, out / "inputs" / n, dirs_exist_ok=True)
-    store.save_weights(
-        out,
-        head,
-        {
-            "kind": "fusion",
-            "name": run.name,
-            "codes": list(codes),
-            "text": list(cfg.text),
-            "image": cfg.image,
-            "mode": cfg.mode,
-            "dim": head.dim,
-            "dropout": cfg.dropout,
-            "text_dims": [r.model.hidden_size for r in text_runners],
-            "image_dim": image_runner.model.num_features,
-            # What the ensemble checks before sharing one backbone pass between a level-1 head and this one.
-            "input_weights_sha256": {n: store.read_meta(f)["weights_sha256"] for n, f in inputs.items()},
-        },
-    )
+    _save_fusion(out, cfg, run.name, codes, head, inputs, text_runners, image_runner)
     return result
+
+
+def _fusion_head(
+    cfg: FusionModelConfig,
+    codes: Sequence[int],
+    text_runners: Sequence[TextRunner],
+    image_runner: ImageRunner,
+) -> FusionHead:
+    text_dims = [r.model.hidden_size for r in text_runners]
+    return FusionHead(text_dims, image_runner.model.num_features, len(codes), cfg.mode, cfg.dim, cfg.dropout)
+
+
+def _save_fusion(
+    out: Path,
+    cfg: FusionModelConfig,
+    name: str,
+    codes: Sequence[int],
+    head: FusionHead,
+    inputs: Mapping[str, Path],
+    text_runners: Sequence[TextRunner],
+    image_runner: ImageRunner,
+) -> None:
+    """The head, with copies of its input folders under ``inputs/`` (hard links where possible)."""
+    for n, folder in inputs.items():
+        shutil.copytree(folder, out / "inputs" / n, copy_function=_link_or_copy, dirs_exist_ok=True)
+    meta = FusionMeta(
+        kind="fusion",
+        name=name,
+        codes=list(codes),
+        text=list(cfg.text),
+        image=cfg.image,
+        mode=cfg.mode,
+        dim=head.dim,
+        dropout=cfg.dropout,
+        text_dims=[r.model.hidden_size for r in text_runners],
+        image_dim=image_runner.model.num_features,
+        # What an ensemble checks before sharing one backbone pass between a level-1 head and this one.
+        input_weights_sha256={n: r.meta.weights_sha256 for n, r in zip(cfg.text, text_runners, strict=True)}
+        | {cfg.image: image_runner.meta.weights_sha256},
+    )
+    store.save_weights(out, head, meta.to_json())
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem
+        shutil.copy2(src, dst)
+
+
+def build_fusion(
+    cfg: FusionModelConfig, name: str, codes: list[int], out: Path, texts: list[str], inputs: dict
+) -> Path:
+    """A fusion folder as ``train_fusion`` writes it, with a random head over the ``inputs`` folders."""
+    text_runners = [TextRunner(inputs[n]) for n in cfg.text]
+    image_runner = ImageRunner(inputs[cfg.image])
+    head = _fusion_head(cfg, codes, text_runners, image_runner)
+    _save_fusion(out, cfg, name, codes, head, inputs, text_runners, image_runner)
+    return out

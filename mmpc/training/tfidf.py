@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,9 +22,9 @@ from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import LinearSVC
 
+from mmpc.kinds.tfidf import TfidfMeta, TfidfModelConfig
 from mmpc.metrics import macro_f1
 from mmpc.models import tfidf
-from mmpc.recipe import TfidfModelConfig
 from mmpc.training.engine import FitResult
 from mmpc.training.level1 import RunOptions
 
@@ -79,20 +79,17 @@ def export(
     name: str,
 ) -> tfidf.TfidfRunner:
     """Save fitted objects as arrays + JSON and load them back as the runner that serves them."""
-    tfidf.save(
-        out,
-        vectorizers,
-        [asdict(b) for b in cfg.features],
-        _calibration_arrays(model, cfg.calibration),
-        {
-            "name": name,
-            "codes": list(codes),
-            "classes": [int(c) for c in model.classes_],
-            "calibration": cfg.calibration,
-            "C": cfg.C,
-            "n_features": int(model.calibrated_classifiers_[0].estimator.coef_.shape[1]),
-        },
+    meta = TfidfMeta(
+        kind="tfidf",
+        name=name,
+        codes=list(codes),
+        classes=[int(c) for c in model.classes_],
+        calibration=cfg.calibration,
+        C=cfg.C,
+        n_features=int(model.calibrated_classifiers_[0].estimator.coef_.shape[1]),
+        features=[asdict(b) for b in cfg.features],
     )
+    tfidf.save(out, vectorizers, _calibration_arrays(model, cfg.calibration), meta)
     return tfidf.TfidfRunner(out)
 
 
@@ -103,6 +100,7 @@ def train_tfidf(
     codes: Sequence[int],
     out: Path,
     run: RunOptions,
+    inputs: Mapping[str, Path] | None = None,
 ) -> FitResult:
     """Fit on ``train``, save into ``out``, score ``valid`` with the saved model (one "epoch")."""
     started = time.perf_counter()
@@ -114,7 +112,7 @@ def train_tfidf(
     X_probe = sp.hstack([v.transform(probe) for v in vectorizers], format="csr")
     expected = np.zeros((len(probe), len(codes)))
     expected[:, model.classes_] = model.predict_proba(X_probe)
-    if not np.allclose(runner.predict_proba(probe), expected, rtol=1e-9, atol=1e-12):
+    if not np.allclose(runner.probabilities(probe), expected, rtol=1e-9, atol=1e-12):
         raise RuntimeError("the saved TF-IDF model does not reproduce scikit-learn's probabilities")
     metrics = _scores(runner, train, valid, len(codes))
     if run.log_metrics:
@@ -133,10 +131,10 @@ def train_tfidf(
 def _scores(runner: tfidf.TfidfRunner, train: pd.DataFrame, valid: pd.DataFrame, C: int) -> dict[str, float]:
     """The same per-epoch names as the neural kinds, so the MLflow UI lines them up."""
     labels = list(range(C))
-    p_train = runner.predict_proba(train["text"].tolist())
+    p_train = runner.probabilities(train["text"].tolist())
     out = {"train_loss": float(log_loss(train["label"], p_train, labels=labels))}
     if len(valid):
-        p_valid = runner.predict_proba(valid["text"].tolist())
+        p_valid = runner.probabilities(valid["text"].tolist())
         y_valid = valid["label"].to_numpy()
         out.update(
             valid_loss=float(log_loss(y_valid, p_valid, labels=labels)),
@@ -145,4 +143,16 @@ def _scores(runner: tfidf.TfidfRunner, train: pd.DataFrame, valid: pd.DataFrame,
         )
     else:
         out.update(valid_loss=float("nan"), valid_macro_f1=0.0, valid_accuracy=0.0)
+    return out
+
+
+def build_tfidf(
+    cfg: TfidfModelConfig, name: str, codes: list[int], out: Path, texts: list[str], inputs: dict
+) -> Path:
+    """A TF-IDF folder fitted on ``texts`` with labels dealt round-robin: the shape of a trained one,
+    knowing nothing (tests and benchmarks)."""
+    texts = texts or [f"produit {i} article {i % 7}" for i in range(60)]
+    y = np.arange(len(texts)) % len(codes)
+    vectorizers, model = fit(cfg, texts, y, seed=0)
+    export(out, cfg, vectorizers, model, codes, name)
     return out
