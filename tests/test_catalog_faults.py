@@ -126,8 +126,9 @@ def test_a_broken_catalog_stops_before_any_training(demo, tmp_path, capsys, faul
     assert _runs(workdir) == []
     row, pid, reason, value = expected[0]
     observed(
-        f"exit 2, no MLflow run; reported: {reason}, {len(expected)} row(s), e.g. row {row} "
-        f"(productid {pid!r}): {value}"
+        "exit 2",
+        f"no MLflow run; reported: {reason}, {len(expected)} row(s), e.g. row {row} "
+        f"(productid {pid!r}): {value}",
     )
 
 
@@ -167,6 +168,7 @@ def test_drop_invalid_leaves_the_rows_out_and_records_them(demo, tmp_path, capsy
         assert set(zip(table["row"], table["productid"], table["reason"], strict=True)) == want
         assert int(run.data.params["data.rows.train"]) > 0
     observed(
+        "exit 0",
         f"{len(expected)} rows left out ({', '.join(sorted({r for _, _, r, _ in expected}))}); "
         f"{len(runs)} runs FINISHED, each with data.dropped_rows={len(expected)} and data/dropped_rows.csv"
     )
@@ -197,4 +199,5 @@ def test_the_retrain_flow_stops_at_the_data_check(demo, tmp_path, observed):
         ("check", 1, "FAILED")
     ]
     assert _runs(workdir) == []
-    observed(f"flow failed in check-catalog after 1 attempt, 0 MLflow runs: {str(err.value).splitlines()[1]}")
+    reported = str(err.value).splitlines()[1]
+    observed("flow failed", f"in check-catalog after 1 attempt, 0 MLflow runs: {reported}")

@@ -115,6 +115,7 @@ def test_two_concurrent_retrains_leave_the_better_champion(tmp_path, tracking_se
         "False",
     )
     observed(
-        "both exit 0; @champion on the better of the 2 ensembles, which both carry their tags; "
-        "the lease released; 4 runs FINISHED"
+        "both exit 0",
+        "@champion on the better of the 2 ensembles, which both carry their tags; "
+        "the lease released; 4 runs FINISHED",
     )

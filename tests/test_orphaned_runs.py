@@ -98,7 +98,7 @@ def test_runs_of_dead_processes_are_marked_failed(store, observed):
     tags = client.get_run(new_run).data.tags
     assert tags[tag.PID] == str(os.getpid()) and tags[tag.HOST] == os.uname().nodename
     shown = reason.replace(str(dead.pid), "<pid>").replace(os.uname().nodename, "<host>")
-    observed(f"killed run FAILED ({shown}); live, other-host and kept runs RUNNING")
+    observed("killed run FAILED", f"{shown}; live, other-host and kept runs RUNNING")
 
 
 @pytest.mark.robustness(
@@ -122,7 +122,7 @@ def test_a_failed_pipeline_fails_its_running_steps(store, observed):
         client.get_run(running).data.tags[tag.FAILED_REASON]
         == "the pipeline failed before this step finished"
     )
-    observed("pipeline FAILED, its RUNNING step FAILED (reason tagged), its finished step FINISHED")
+    observed("pipeline FAILED", "its RUNNING step FAILED (reason tagged), its finished step FINISHED")
 
 
 def test_a_resumed_run_changes_owner_and_loses_the_failed_verdict(store):

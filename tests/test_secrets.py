@@ -93,6 +93,7 @@ def test_secrets_in_the_environment_are_never_written(tmp_path, observed):
     written += [str(m.tags) for m in client.search_registered_models()]
     assert not _found("\n".join(written).encode())
     observed(
+        "none found",
         f"{len(NEEDLES)} secrets searched in every file under the work folder, the runs' params and "
-        "tags, every version's tags and the commands' output: none found"
+        "tags, every version's tags and the commands' output",
     )

@@ -101,7 +101,8 @@ def test_tracking_server_restarted_mid_run_the_flow_retries_through(topology, tm
     champion = state["client"].get_model_version_by_alias("mmpc-ensemble", "champion")
     assert champion.tags["mmpc.member.flaubert"] == state["versions"][0].version
     observed(
-        f"exit 0 after a task retry; {len(state['runs'])} runs all FINISHED, 1 flaubert run with epochs "
+        f"exit {done.returncode}",
+        f"after a task retry; {len(state['runs'])} runs all FINISHED, 1 flaubert run with epochs "
         f"{steps}, 1 version, ensemble published"
     )
 
@@ -135,7 +136,8 @@ def test_tracking_server_down_fails_clearly_and_the_next_command_resumes(topolog
     # The port and the run id change from one session to the next; the record must not.
     shown = message.replace(topology.mlflow_url, "<tracking URL>")
     observed(
-        f"exit {failed.returncode}: {shown[:100]}…; after the restart the same command resumed "
+        f"exit {failed.returncode}",
+        f"{shown[:100]}…; after the restart the same command resumed "
         f"the same run: FINISHED, epochs {steps}, 1 version"
     )
 
@@ -178,6 +180,7 @@ def test_object_store_down_during_model_upload_registers_nothing(topology, tmp_p
     names = {o["Key"].rsplit("/", 1)[-1] for o in listed}
     assert {"MLmodel", "model.safetensors", "meta.json"} <= names, names
     observed(
-        f"exit {failed.returncode}, 0 versions; after the restart: run FINISHED, 1 version, "
+        f"exit {failed.returncode}",
+        "0 versions; after the restart: run FINISHED, 1 version, "
         f"{len(listed)} files in the bucket incl. MLmodel and model.safetensors"
     )

@@ -143,21 +143,21 @@ def same_as_cut_text(resp: requests.Response, ctx: Context) -> None:
 LONG = "Très belle lampe de chevet en laiton. " * 270_000  # 10.3 MB
 
 
-def summary(resp: requests.Response) -> str:
-    """What a case did, in one line: the status and the message, or what was answered."""
+def summary(resp: requests.Response) -> tuple[str, str]:
+    """What a case did: the HTTP status, and the message or what was answered."""
     if resp.status_code == 200:
         predictions = resp.json()["predictions"]
         if not predictions:
-            return "200: no predictions"
+            return "200", "no predictions"
         statuses = "/".join(sorted({p["image_status"] for p in predictions}))
-        return f"200: {len(predictions):,} prediction(s), image_status {statuses}"
+        return "200", f"{len(predictions):,} prediction(s), image_status {statuses}"
     try:
         message = resp.json()["message"]
     except ValueError:
         message = resp.text
     if message.startswith(("Failed to predict", "Failed to enforce schema")):
         message = message.rsplit("Error: ", 1)[-1]  # MLflow quotes the input before the model's message
-    return f"{resp.status_code}: {message}"
+    return str(resp.status_code), message
 
 
 S = "serving"
@@ -421,7 +421,7 @@ def context(pipeline_run, served) -> Iterator[Context]:
 def test_serving_case(served, context, make, expect, observed):
     payload = make(context)
     resp = served.invoke(body=payload) if isinstance(payload, bytes) else served.invoke(payload)
-    observed(summary(resp))
+    observed(*summary(resp))
     expect(resp, context)
     assert context.listener.hits == [], "the server fetched a URL"
     assert served.alive(), served.log.read_text()[-3000:]
