@@ -14,8 +14,8 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import NoReturn
 
@@ -265,6 +265,53 @@ def _looks_like_record(line: str, width: int) -> str | None:
     return fields[0].strip() if len(fields) == width and fields[0].strip().isdigit() else None
 
 
+def _recording(lines: Iterable[str], raw: list[str]) -> Iterator[str]:
+    """The lines, each also kept in ``raw``: the physical lines of the record being read."""
+    for line in lines:
+        raw.append(line)
+        yield line
+
+
+def _record_problems(
+    record: list[str], lines: list[str], where: str, width: int, pid_at: int | None
+) -> list[tuple[str, str, str]]:
+    """(row, productid, what is wrong) for a record that swallowed others or has the wrong width."""
+    row = record[0].strip()
+    swallowed = [r for line in lines[1:] if (r := _looks_like_record(line, width)) is not None]
+    if swallowed:
+        opened = (row, "", f"{where}: a quote left open swallows rows {swallowed}")
+        return [opened] + [(r, "", f"swallowed by the open quote of row {row}") for r in swallowed]
+    if len(record) != width:
+        pid = record[pid_at] if pid_at is not None and pid_at < len(record) else ""
+        pid = pid if pid.strip().isdigit() else ""
+        return [(row, pid, f"{where}: {len(record)} field(s), expected {width}")]
+    return []
+
+
+def _split_records(
+    reader, raw: list[str], header: list[str]
+) -> tuple[list[list[str]], list[tuple[str, str, str]]]:
+    """The records after the header: (well-formed ones, problems of the broken ones)."""
+    width = len(header)
+    pid_at = header.index("productid") if "productid" in header else None
+    records: list[list[str]] = []
+    broken: list[tuple[str, str, str]] = []
+    last = reader.line_num
+    for record in reader:
+        first, last = last + 1, reader.line_num
+        lines = raw[:]
+        raw.clear()
+        if not record:  # a blank line
+            continue
+        where = f"line {first}" if first == last else f"lines {first}-{last}"
+        problems = _record_problems(record, lines, where, width, pid_at)
+        if problems:
+            broken += problems
+        else:
+            records.append(record)
+    return records, broken
+
+
 def _scan_csv(path: Path) -> tuple[list[str], list[list[str]], list[tuple[str, str, str]]]:
     """(header, well-formed records, broken records as (row, productid, what is wrong)).
 
@@ -274,46 +321,14 @@ def _scan_csv(path: Path) -> tuple[list[str], list[list[str]], list[tuple[str, s
     being read as one long title.
     """
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # long descriptions are fine here
-    records: list[list[str]] = []
-    broken: list[tuple[str, str, str]] = []
     raw: list[str] = []  # the physical lines of the record being read
-
     with open(path, newline="", encoding="utf-8-sig") as fh:
-
-        def lines():
-            for line in fh:
-                raw.append(line)
-                yield line
-
-        reader = csv.reader(lines())
+        reader = csv.reader(_recording(fh, raw))
         header = next(reader, None)
         if header is None:
             raise csv.Error("the file is empty")
         raw.clear()
-        width = len(header)
-        pid_at = header.index("productid") if "productid" in header else None
-        last = reader.line_num
-        for record in reader:
-            first, last = last + 1, reader.line_num
-            text = raw[:]
-            raw.clear()
-            if not record:  # a blank line
-                continue
-            where = f"line {first}" if first == last else f"lines {first}-{last}"
-            pid = record[pid_at] if pid_at is not None and pid_at < len(record) else ""
-            pid = pid if pid.strip().isdigit() else ""
-            swallowed = [r for line in text[1:] if (r := _looks_like_record(line, width)) is not None]
-            if swallowed:
-                broken.append(
-                    (record[0].strip(), "", f"{where}: a quote left open swallows rows {swallowed}")
-                )
-                broken += [
-                    (r, "", f"swallowed by the open quote of row {record[0].strip()}") for r in swallowed
-                ]
-            elif len(record) != width:
-                broken.append((record[0].strip(), pid, f"{where}: {len(record)} field(s), expected {width}"))
-            else:
-                records.append(record)
+        records, broken = _split_records(reader, raw, header)
     return header, records, broken
 
 
@@ -373,6 +388,185 @@ def _pair(
     return x.join(y.drop(columns="productid"), how="inner")
 
 
+@dataclass
+class _Parsed:
+    """Each row's validated values, aligned on the catalog's row index."""
+
+    pid: pd.Series  # int64, -1 where not an integer
+    iid: pd.Series
+    code: pd.Series
+    names: pd.Series  # the image file name the row should have
+    has_image: pd.Series
+
+    def subset(self, keep: np.ndarray) -> _Parsed:
+        return _Parsed(**{f.name: getattr(self, f.name)[keep] for f in fields(self)})
+
+
+def _check_ids(
+    df: pd.DataFrame, problems: list[_Problem]
+) -> tuple[pd.Series, pd.Series, dict[str, pd.Series]]:
+    """productid and imageid as int64 (-1 where not an integer), and which rows hold an integer."""
+    digits: dict[str, pd.Series] = {}
+    for col in ("productid", "imageid"):
+        value = df[col].str.strip()
+        digits[col] = value.str.fullmatch(r"\d{1,18}")  # fits int64
+        if not digits[col].all():
+            problems.append(_Problem(f"{col} not an integer", _offending(df, ~digits[col], df[col])))
+    pid = df["productid"].str.strip().where(digits["productid"], "-1").astype("int64")
+    iid = df["imageid"].str.strip().where(digits["imageid"], "-1").astype("int64")
+    return pid, iid, digits
+
+
+def _check_repeats(df: pd.DataFrame, pid: pd.Series, pid_ok: pd.Series, problems: list[_Problem]) -> None:
+    """Repeats of a productid (first occurrence kept): the split and the manifest key on productid."""
+    valid_pid = pid[pid_ok]
+    repeat = pd.Series(False, index=df.index)
+    repeat[pid_ok] = valid_pid.duplicated(keep="first").to_numpy()
+    if repeat.any():
+        first_row = pd.Series(valid_pid.index, index=valid_pid.to_numpy())
+        first_row = first_row[~first_row.index.duplicated()]
+        where = "first at row " + pid.map(first_row).astype(str)
+        problems.append(_Problem("duplicate productid", _offending(df, repeat, where)))
+
+
+def _check_titles(df: pd.DataFrame, problems: list[_Problem]) -> None:
+    # Only a designation that is blank or holds tags, entities or control characters can clean to
+    # nothing; cleaning just those keeps 85k rows fast.
+    title = df["designation"]
+    suspect = title.str.contains(r"[<&]") | title.str.contains(CONTROL) | (title.str.strip() == "")
+    no_title = pd.Series(
+        [bad and not clean(t) for t, bad in zip(title, suspect, strict=True)], index=df.index
+    )
+    if no_title.any():
+        problems.append(_Problem("empty or missing designation", _offending(df, no_title, df["designation"])))
+
+
+def _check_labels(df: pd.DataFrame, labels: LabelMap, problems: list[_Problem]) -> pd.Series:
+    """Each row's code as int64 (-1 where not an integer)."""
+    code_text = df["prdtypecode"].str.strip()
+    code_ok = code_text.str.fullmatch(r"\d{1,18}")
+    code = code_text.where(code_ok, "-1").astype("int64")
+    label_ok = code_ok & code.isin(list(labels.codes))
+    if not label_ok.all():
+        problems.append(
+            _Problem(
+                "label missing or not in the label set",
+                _offending(df, ~label_ok, df["prdtypecode"]),
+                detail=f" (label set: {list(labels.codes)})",
+            )
+        )
+    return code
+
+
+def _check_images(
+    df: pd.DataFrame,
+    root: Path,
+    pid: pd.Series,
+    iid: pd.Series,
+    ids_ok: pd.Series,
+    images: str,
+    problems: list[_Problem],
+) -> tuple[Path | None, pd.Series, pd.Series]:
+    """(image folder, each row's image file name, whether that file is there)."""
+    # One directory listing instead of a stat per product keeps 85k rows fast.
+    image_dir = find_image_dir(root)
+    present = {e.name for e in os.scandir(image_dir) if e.is_file()} if image_dir else set()
+    names = "image_" + iid.astype(str) + "_product_" + pid.astype(str) + ".jpg"
+    has_image = ids_ok & names.isin(present)
+    no_image = ids_ok & ~has_image
+    if images == "required" and no_image.any():
+        looked = image_dir or root / "images" / "image_train"
+        problems.append(
+            _Problem(
+                "image file missing",
+                _offending(df, no_image, names),
+                detail=f" of {len(df)} have no image file in {looked} ("
+                f'pass images="optional" to allow products without an image)',
+            )
+        )
+    return image_dir, names, has_image
+
+
+def _validate(
+    df: pd.DataFrame, root: Path, labels: LabelMap, images: str, problems: list[_Problem]
+) -> tuple[_Parsed, Path | None]:
+    """Every row-level check, in the order the report lists them; returns the parsed values."""
+    pid, iid, digits = _check_ids(df, problems)
+    _check_repeats(df, pid, digits["productid"], problems)
+    _check_titles(df, problems)
+    code = _check_labels(df, labels, problems)
+    ids_ok = digits["productid"] & digits["imageid"]
+    image_dir, names, has_image = _check_images(df, root, pid, iid, ids_ok, images, problems)
+    return _Parsed(pid, iid, code, names, has_image), image_dir
+
+
+def _dropped_rows(problems: list[_Problem]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(every offending row with its reason, one line per row: row, productid, reason, detail)."""
+    records = pd.concat([p.rows.assign(reason=p.kind) for p in problems if p.rows is not None])
+    records["value"] = records["value"].astype(str)
+    dropped = (
+        records.groupby(["row", "productid"], sort=False)[["reason", "value"]]
+        .agg("; ".join)
+        .reset_index()
+        .rename(columns={"value": "detail"})
+    )
+    if dropped["row"].str.fullmatch(r"\d+").all():
+        dropped["row"] = dropped["row"].astype("int64")
+    return records, dropped
+
+
+def _leave_out(
+    root: Path, df: pd.DataFrame, parsed: _Parsed, problems: list[_Problem]
+) -> tuple[pd.DataFrame, _Parsed, pd.DataFrame]:
+    """The rows without the offending ones, and the list of those (logged, then kept by the catalog)."""
+    records, dropped = _dropped_rows(problems)
+    keep = ~df.index.isin(records["row"])
+    _log_dropped(root, dropped)
+    return df[keep], parsed.subset(keep), dropped
+
+
+def _log_dropped(root: Path, dropped: pd.DataFrame) -> None:
+    listed = "; ".join(
+        f"row {r} (productid {p!r}): {why} ({detail})"
+        for r, p, why, detail in dropped.head(_LOGGED).itertuples(index=False)
+    )
+    more = f"; ... and {len(dropped) - _LOGGED} more" if len(dropped) > _LOGGED else ""
+    logger.warning(
+        "dropped %d invalid row(s) from %s (%s): %s%s",
+        len(dropped),
+        root,
+        dropped["reason"].value_counts().to_dict(),
+        listed,
+        more,
+    )
+
+
+def _frame(
+    df: pd.DataFrame, parsed: _Parsed, image_dir: Path | None, labels: LabelMap, splits: SplitSpec
+) -> pd.DataFrame:
+    """The catalog's frame (FRAME_COLUMNS), one row per valid product, with its split."""
+    index = {c: i for i, c in enumerate(labels.codes)}
+    rows = df.reset_index(drop=True)
+    paths = np.where(parsed.has_image, f"{image_dir}{os.sep}" + parsed.names, "")
+    frame = pd.DataFrame(
+        {
+            "productid": parsed.pid.to_numpy(),
+            "imageid": parsed.iid.to_numpy(),
+            "designation": rows["designation"],
+            "description": rows["description"],
+            "text": pd.Series(
+                [join(d, s) for d, s in zip(rows["designation"], rows["description"], strict=True)], dtype=str
+            ),
+            "prdtypecode": parsed.code.to_numpy(),
+            "label": parsed.code.map(index).to_numpy(dtype="int64"),
+            "image_path": pd.Series(paths, dtype=str),
+            "has_image": parsed.has_image.to_numpy(dtype=bool),
+        }
+    )
+    frame["split"] = splits.assign(frame["productid"]).astype(str)
+    return frame
+
+
 def read_catalog(
     root: str | Path,
     *,
@@ -399,118 +593,16 @@ def read_catalog(
         _raise(root, problems)
 
     df = _pair(x, y, x_name, y_name, problems)
-
-    digits: dict[str, pd.Series] = {}
-    for col in ("productid", "imageid"):
-        value = df[col].str.strip()
-        digits[col] = value.str.fullmatch(r"\d{1,18}")  # fits int64
-        if not digits[col].all():
-            problems.append(_Problem(f"{col} not an integer", _offending(df, ~digits[col], df[col])))
-    ids_ok = digits["productid"] & digits["imageid"]
-    pid = df["productid"].str.strip().where(digits["productid"], "-1").astype("int64")
-    iid = df["imageid"].str.strip().where(digits["imageid"], "-1").astype("int64")
-
-    # Repeats of a productid (first occurrence kept): the split and the manifest key on productid.
-    valid_pid = pid[digits["productid"]]
-    repeat = pd.Series(False, index=df.index)
-    repeat[digits["productid"]] = valid_pid.duplicated(keep="first").to_numpy()
-    if repeat.any():
-        first_row = pd.Series(valid_pid.index, index=valid_pid.to_numpy())
-        first_row = first_row[~first_row.index.duplicated()]
-        where = "first at row " + pid.map(first_row).astype(str)
-        problems.append(_Problem("duplicate productid", _offending(df, repeat, where)))
-
-    # Only a designation that is blank or holds tags, entities or control characters can clean to
-    # nothing; cleaning just those keeps 85k rows fast.
-    title = df["designation"]
-    suspect = title.str.contains(r"[<&]") | title.str.contains(CONTROL) | (title.str.strip() == "")
-    no_title = pd.Series(
-        [bad and not clean(t) for t, bad in zip(title, suspect, strict=True)], index=df.index
-    )
-    if no_title.any():
-        problems.append(_Problem("empty or missing designation", _offending(df, no_title, df["designation"])))
-
-    code_text = df["prdtypecode"].str.strip()
-    code_ok = code_text.str.fullmatch(r"\d{1,18}")
-    code = code_text.where(code_ok, "-1").astype("int64")
-    label_ok = code_ok & code.isin(list(labels.codes))
-    if not label_ok.all():
-        problems.append(
-            _Problem(
-                "label missing or not in the label set",
-                _offending(df, ~label_ok, df["prdtypecode"]),
-                detail=f" (label set: {list(labels.codes)})",
-            )
-        )
-
-    # One directory listing instead of a stat per product keeps 85k rows fast.
-    image_dir = find_image_dir(root)
-    present = {e.name for e in os.scandir(image_dir) if e.is_file()} if image_dir else set()
-    names = "image_" + iid.astype(str) + "_product_" + pid.astype(str) + ".jpg"
-    has_image = ids_ok & names.isin(present)
-    no_image = ids_ok & ~has_image
-    if images == "required" and no_image.any():
-        looked = image_dir or root / "images" / "image_train"
-        problems.append(
-            _Problem(
-                "image file missing",
-                _offending(df, no_image, names),
-                detail=f" of {len(df)} have no image file in {looked} ("
-                f'pass images="optional" to allow products without an image)',
-            )
-        )
-
+    parsed, image_dir = _validate(df, root, labels, images, problems)
     dropped = _empty_dropped()
     if problems and not drop_invalid:
         _raise(root, problems)
     if problems:
-        records = pd.concat([p.rows.assign(reason=p.kind) for p in problems if p.rows is not None])
-        records["value"] = records["value"].astype(str)
-        dropped = (
-            records.groupby(["row", "productid"], sort=False)[["reason", "value"]]
-            .agg("; ".join)
-            .reset_index()
-            .rename(columns={"value": "detail"})
-        )
-        if dropped["row"].str.fullmatch(r"\d+").all():
-            dropped["row"] = dropped["row"].astype("int64")
-        keep = ~df.index.isin(records["row"])
-        df, pid, iid, code, names, has_image = (s[keep] for s in (df, pid, iid, code, names, has_image))
-        listed = "; ".join(
-            f"row {r} (productid {p!r}): {why} ({detail})"
-            for r, p, why, detail in dropped.head(_LOGGED).itertuples(index=False)
-        )
-        more = f"; ... and {len(dropped) - _LOGGED} more" if len(dropped) > _LOGGED else ""
-        logger.warning(
-            "dropped %d invalid row(s) from %s (%s): %s%s",
-            len(dropped),
-            root,
-            dropped["reason"].value_counts().to_dict(),
-            listed,
-            more,
-        )
+        df, parsed, dropped = _leave_out(root, df, parsed, problems)
     if df.empty:
         raise CatalogError(f"invalid catalog {root}: no valid products")
 
-    index = {c: i for i, c in enumerate(labels.codes)}
-    rows = df.reset_index(drop=True)
-    paths = np.where(has_image, f"{image_dir}{os.sep}" + names, "")
-    frame = pd.DataFrame(
-        {
-            "productid": pid.to_numpy(),
-            "imageid": iid.to_numpy(),
-            "designation": rows["designation"],
-            "description": rows["description"],
-            "text": pd.Series(
-                [join(d, s) for d, s in zip(rows["designation"], rows["description"], strict=True)], dtype=str
-            ),
-            "prdtypecode": code.to_numpy(),
-            "label": code.map(index).to_numpy(dtype="int64"),
-            "image_path": pd.Series(paths, dtype=str),
-            "has_image": has_image.to_numpy(dtype=bool),
-        }
-    )
-    frame["split"] = splits.assign(frame["productid"]).astype(str)
+    frame = _frame(df, parsed, image_dir, labels, splits)
     logger.info(
         "read catalog %s: %d products (%d with an image), splits %s",
         root.name,
