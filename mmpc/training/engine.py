@@ -25,7 +25,7 @@ from transformers import get_scheduler
 
 from mmpc.metrics import macro_f1
 from mmpc.models.batching import autocast
-from mmpc.recipe import TrainConfig
+from mmpc.kinds.base import TrainConfig
 from mmpc.training import checkpoint, distributed
 from mmpc.training.checkpoint import TrainState
 
