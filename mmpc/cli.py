@@ -1,16 +1,24 @@
-"""``mmpc``: the command line (no Prefect here; scheduled pipelines live in ``flows/``)."""
+"""``mmpc``: the command line, and the entry layer every front end goes through.
+
+Each command is a typed dataclass of ``mmpc.arguments`` and a function taking it. ``main`` parses
+with those dataclasses and runs the command under the one error mapping (``reporting_errors``);
+``python -m flows`` (the Prefect flows) and the MLproject entry points go through the same ``main``.
+No Prefect here: scheduled pipelines live in ``flows/``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from mmpc.locations import DEFAULT_WORKDIR
+from mmpc import arguments as a
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -23,22 +31,7 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _recipe(args):
-    from mmpc.recipe import load_recipe, parse_overrides
-
-    overrides = parse_overrides(args.set)
-    if getattr(args, "drop_invalid", False):
-        overrides["catalog.drop_invalid"] = True
-    return load_recipe(args.recipe, overrides)
-
-
-def _versions(items: list[str] | None) -> dict[str, str]:
-    from mmpc.recipe import parse_refs
-
-    return parse_refs(items)
-
-
-def cmd_demo_catalog(args) -> int:
+def cmd_demo_catalog(args: a.DemoCatalogArgs) -> int:
     from mmpc.demo_catalog import write_demo_catalog
 
     path = write_demo_catalog(args.out, size=args.size, seed=args.seed)
@@ -46,11 +39,11 @@ def cmd_demo_catalog(args) -> int:
     return 0
 
 
-def cmd_check(args) -> int:
+def cmd_check(args: a.CheckArgs) -> int:
+    recipe = args.load_recipe()
     from mmpc import pipeline
     from mmpc.models import pretrained
 
-    recipe = _recipe(args)
     catalog = pipeline.open_catalog(args.catalog, recipe, args.workdir)  # a folder, or s3:// mirrored
     if len(catalog.dropped):
         print(f"left out {len(catalog.dropped)} invalid row(s):")
@@ -67,65 +60,72 @@ def cmd_check(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    from mmpc import pipeline, tracking
+def _inputs(args: a.TrainArgs, recipe: Any) -> dict[str, str]:
+    """The registered versions a model reading others trains on: those named, else @candidate."""
+    from mmpc import kinds, project
+    from mmpc.recipe import parse_refs
+
+    wanted = parse_refs(args.inputs)
+    cfg = recipe.model(args.model)
+    wanted = {n: wanted.get(n, "@candidate") for n in kinds.of(cfg).inputs(cfg)} | wanted
+    return project.resolve_versions(wanted)
+
+
+def cmd_train(args: a.TrainArgs) -> int:
+    recipe = args.load_recipe()  # bad input fails before the heavy imports and the catalog
+    recipe.model(args.model)
+    from mmpc import pipeline, project, tracking
     from mmpc.training import distributed
 
     distributed.init_from_env()  # under torchrun: one process per GPU (or CPU gloo processes)
-    recipe, wanted = _recipe(args), _versions(args.inputs)
-    catalog = pipeline.open_catalog(args.catalog, recipe, args.workdir)
-    tracking.configure(args.workdir)
-    inputs = {n: str(tracking.resolve(n, ref).version) for n, ref in wanted.items()}
     try:
-        result = pipeline.train_level1(
-            catalog, recipe, args.model, Path(args.workdir), input_versions=inputs, reuse=not args.force
-        )
+        catalog = pipeline.open_catalog(args.catalog, recipe, args.workdir)
+        tracking.configure(args.workdir)
+        inputs = _inputs(args, recipe)
+        with project.project_run() as parent:  # under `mlflow run`: nested in the project run
+            result = pipeline.train_level1(
+                catalog, recipe, args.model, Path(args.workdir), input_versions=inputs, reuse=not args.force
+            )
+            if result is not None:
+                project.record_training(parent, result, inputs)
     finally:
         distributed.shutdown()
     if result is None:  # a non-zero rank: rank 0 reports
         return 0
-    print(
-        json.dumps(
-            {
-                "model": result.name,
-                "version": result.version,
-                "run_id": result.run_id,
-                "reused": result.reused,
-                **result.metrics,
-            },
-            indent=1,
-        )
-    )
+    summary = {"model": result.name, "version": result.version, "run_id": result.run_id}
+    print(json.dumps({**summary, "reused": result.reused, **result.metrics}, indent=1))
     return 0
 
 
-def cmd_stack(args) -> int:
-    from mmpc import pipeline, tracking
+def cmd_stack(args: a.StackArgs) -> int:
+    from mmpc.recipe import parse_refs
 
-    recipe, wanted = _recipe(args), _versions(args.models)  # bad arguments fail before the catalog is read
+    recipe, wanted = args.load_recipe(), parse_refs(args.models)  # bad input fails before the catalog
+    from mmpc import pipeline, project, tracking
+
     catalog = pipeline.open_catalog(args.catalog, recipe, args.workdir)
     tracking.configure(args.workdir)
-    refs = wanted or {n: "@candidate" for n in recipe.models}
-    versions = {n: str(tracking.resolve(n, ref).version) for n, ref in refs.items()}
-    result = pipeline.stack_and_publish(
-        catalog, recipe, Path(args.workdir), versions, promote=not args.no_promote, reuse=not args.force
-    )
+    versions = project.resolve_versions(wanted or {n: "@candidate" for n in recipe.models})
+    with project.project_run() as parent:
+        result = pipeline.stack_and_publish(
+            catalog, recipe, Path(args.workdir), versions, promote=args.promotes, reuse=not args.force
+        )
+        project.record_stacking(parent, result, versions)
     print(result.table)
     decision = "promoted" if result.promoted else "not promoted"
     print(f"mmpc-ensemble v{result.version}: {decision} ({result.reason})")
     return 0
 
 
-def cmd_evaluate(args) -> int:
+def cmd_evaluate(args: a.EvaluateArgs) -> int:
+    recipe = args.load_recipe()
     from mmpc import evaluation, pipeline
     from mmpc.training.engine import resolve_device
 
-    recipe = _recipe(args)
-    catalog = pipeline.open_catalog(args.catalog, recipe)
-    ref = args.version if args.version is not None else args.alias
+    catalog = pipeline.open_catalog(args.catalog, recipe, args.workdir)
     result = evaluation.run_evaluation(
         args.model,
-        ref,
+        args.version if args.version is not None else args.alias,
         catalog,
         args.split,
         Path(args.workdir),
@@ -137,7 +137,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_promote(args) -> int:
+def cmd_promote(args: a.PromoteArgs) -> int:
     from mmpc import promotion, tracking
 
     tracking.configure(args.workdir)
@@ -145,7 +145,7 @@ def cmd_promote(args) -> int:
     return 0
 
 
-def cmd_rollback(args) -> int:
+def cmd_rollback(args: a.RollbackArgs) -> int:
     from mmpc import promotion, tracking
 
     tracking.configure(args.workdir)
@@ -153,133 +153,104 @@ def cmd_rollback(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmpc", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+@dataclass(frozen=True)
+class Command:
+    """A command: its typed arguments (a dataclass of ``mmpc.arguments``), what runs it, its help."""
 
-    def with_recipe(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--recipe", default="demo", help="a recipe name in mlproject/ or a YAML path (default: demo)"
-        )
-        p.add_argument(
-            "--set",
-            action="append",
-            metavar="KEY=VALUE",
-            help="override a recipe value, e.g. models.flaubert.train.epochs=2 (repeatable)",
-        )
-        p.add_argument(
-            "--drop-invalid",
-            action="store_true",
-            help="leave invalid catalog rows out (logged, and listed in data/dropped_rows.csv of each "
-            "run) instead of stopping; same as --set catalog.drop_invalid=true",
-        )
+    args: type
+    run: Callable[[Any], int]
+    help: str
 
-    def with_workdir(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--workdir",
-            default=os.environ.get("MMPC_WORKDIR", DEFAULT_WORKDIR),
-            help="local MLflow store and artifacts unless MLFLOW_TRACKING_URI is set "
-            f"(default: $MMPC_WORKDIR or {DEFAULT_WORKDIR})",
-        )
 
-    p = sub.add_parser("demo-catalog", help="write the generated demo catalog (Rakuten layout)")
-    p.add_argument("out")
-    p.add_argument("--size", type=int, default=3000)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_demo_catalog)
+COMMANDS: dict[str, Command] = {
+    "demo-catalog": Command(
+        a.DemoCatalogArgs, cmd_demo_catalog, "write the generated demo catalog (Rakuten layout)"
+    ),
+    "check": Command(
+        a.CheckArgs, cmd_check, "validate a catalog; print class counts per split and its fingerprint"
+    ),
+    "train": Command(a.TrainArgs, cmd_train, "train, evaluate and register one level-1 model"),
+    "stack": Command(a.StackArgs, cmd_stack, "stack registered level-1 versions and publish mmpc-ensemble"),
+    "evaluate": Command(
+        a.EvaluateArgs,
+        cmd_evaluate,
+        "score a registered version (level-1 or ensemble) on a catalog split; logs an evaluation run",
+    ),
+    "promote": Command(
+        a.PromoteArgs, cmd_promote, "move @champion to a registered version (same test split required)"
+    ),
+    "rollback": Command(
+        a.RollbackArgs, cmd_rollback, "give @champion back to the version that held it before"
+    ),
+}
 
-    p = sub.add_parser("check", help="validate a catalog; print class counts per split and its fingerprint")
-    p.add_argument("catalog", help="catalog folder or s3://bucket/prefix (mirrored under WORKDIR/catalogs)")
-    p.add_argument("--manifest", help="also write the split manifest into this folder")
-    with_recipe(p)
-    with_workdir(p)
-    p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("train", help="train, evaluate and register one level-1 model")
-    p.add_argument("model", help="a model name of the recipe (flaubert, camembert, seresnext, fusion, ...)")
-    p.add_argument("--catalog", required=True)
-    p.add_argument(
-        "--inputs",
-        nargs="*",
-        metavar="NAME=VERSION",
-        help="fusion only: registered versions (or @alias) of its text and image models",
-    )
-    p.add_argument("--force", action="store_true", help="train even if a version with the same inputs exists")
-    with_recipe(p)
-    with_workdir(p)
-    p.set_defaults(func=cmd_train)
+DESCRIPTION = "mmpc: multimodal product classification, trained, tracked and published with MLflow"
 
-    p = sub.add_parser("stack", help="stack registered level-1 versions and publish mmpc-ensemble")
-    p.add_argument("--catalog", required=True)
-    p.add_argument(
-        "--models",
-        nargs="*",
-        metavar="NAME=VERSION",
-        help="level-1 versions to stack (default: every recipe model @candidate)",
-    )
-    p.add_argument("--no-promote", action="store_true", help="register as @candidate only")
-    p.add_argument("--force", action="store_true", help="publish even if the same ensemble exists")
-    with_recipe(p)
-    with_workdir(p)
-    p.set_defaults(func=cmd_stack)
 
-    p = sub.add_parser(
-        "evaluate",
-        help="score a registered version (level-1 or ensemble) on a catalog split; logs an evaluation run",
-    )
-    p.add_argument("--model", required=True, help="registered model: mmpc-<name> or <name>")
-    ref = p.add_mutually_exclusive_group(required=True)
-    ref.add_argument("--version", help="version number")
-    ref.add_argument("--alias", help="alias, e.g. champion or candidate")
-    p.add_argument("--catalog", required=True)
-    p.add_argument("--split", default="test", help="train, valid, stack, test or all (default: test)")
-    p.add_argument("--worst", type=int, default=10, help="how many worst confusions to list (default: 10)")
-    p.add_argument("--out", help="also write the figures and CSVs into this folder")
-    with_recipe(p)
-    with_workdir(p)
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("promote", help="move @champion to a registered version (same test split required)")
-    p.add_argument("version")
-    p.add_argument("--model", default="ensemble", help="registered model, without the mmpc- prefix")
-    p.add_argument("--force", action="store_true", help="promote even if evaluated on another test split")
-    with_workdir(p)
-    p.set_defaults(func=cmd_promote)
-
-    p = sub.add_parser("rollback", help="give @champion back to the version that held it before")
-    p.add_argument("--model", default="ensemble")
-    with_workdir(p)
-    p.set_defaults(func=cmd_rollback)
+def build_parser(
+    commands: Mapping[str, Command] = COMMANDS, prog: str = "mmpc", description: str | None = None
+) -> argparse.ArgumentParser:
+    parser = a.Parser(prog=prog, description=description or DESCRIPTION)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in commands.items():
+        a.add_arguments(sub.add_parser(name, help=command.help, description=command.help), command.args)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose)
-    extra: tuple[type[Exception], ...] = ()
-    if args.command == "evaluate":
-        from mmpc.evaluation import EvaluationError
+def main(
+    argv: list[str] | None = None,
+    commands: Mapping[str, Command] = COMMANDS,
+    prog: str = "mmpc",
+    setup_logging: Callable[[bool], None] = _setup_logging,
+    description: str | None = None,
+) -> int:
+    """Parse ``argv`` into a command's dataclass and run it; bad input is exit 2, an unreachable
+    server exit 3, each with one ``error:`` line (see ``reporting_errors``)."""
 
-        extra = (EvaluationError,)
-    return reporting_errors(lambda: args.func(args), extra)
+    def call() -> int:
+        namespace = build_parser(commands, prog, description).parse_args(argv)
+        setup_logging(namespace.verbose)
+        command = commands[namespace.command]
+        args = a.from_namespace(command.args, namespace)
+        with args.tracking_env() if isinstance(args, a.TrackingArgs) else nullcontext():
+            return command.run(args)
+
+    return reporting_errors(call)
 
 
-def reporting_errors(call: Callable[[], int], extra: tuple[type[Exception], ...] = ()) -> int:
+# Bad input, the user's to fix: exit 2. Named by module, so that mapping an error imports nothing (an
+# exception of a class exists only once its module is loaded).
+BAD_INPUT = (
+    ("mmpc.arguments", "ArgumentError"),
+    ("mmpc.recipe", "RecipeError"),
+    ("mmpc.models.pretrained", "CheckpointError"),
+    ("mmpc.catalog", "CatalogError"),
+    ("mmpc.locations", "LocationError"),
+    ("mmpc.models.store", "ModelFolderError"),
+    ("mmpc.evaluation", "EvaluationError"),
+    ("mmpc.promotion", "PromotionError"),
+)
+
+
+def is_bad_input(exc: BaseException) -> bool:
+    return any(
+        module in sys.modules and isinstance(exc, getattr(sys.modules[module], name))
+        for module, name in BAD_INPUT
+    )
+
+
+def reporting_errors(call: Callable[[], int]) -> int:
     """``call()``, with bad input reported as one ``error:`` line and exit 2, and an unreachable
     tracking server or artifact store as one line naming it and exit 3; anything else is a bug and
     keeps its traceback."""
-    from mmpc.catalog import CatalogError
-    from mmpc.locations import LocationError
-    from mmpc.promotion import PromotionError
-    from mmpc.recipe import RecipeError
-
     try:
         return call()
-    except (CatalogError, RecipeError, PromotionError, LocationError, *extra) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except Exception as exc:
+        if is_bad_input(exc):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         from mmpc.tracking import outage_message
 
         if (message := outage_message(exc)) is None:

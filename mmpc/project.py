@@ -1,4 +1,7 @@
-"""MLflow Projects entry points: what ``mlflow run . -e <entry> -P ...`` runs (see ``MLproject``).
+"""MLflow Projects: what the entry points of ``mlflow run . -e <entry> -P ...`` add to a step.
+
+The entry points (``MLproject``) are ``mmpc train|stack`` and ``python -m flows retrain``, parsed and
+reported by mmpc's entry layer (``mmpc.cli``, ``mmpc.arguments``); this module nests their runs.
 
 ``mlflow run`` creates a run before it starts an entry point and hands its id over in
 ``MLFLOW_RUN_ID``. Left there, the first ``mlflow.start_run`` of the step would adopt that run
@@ -22,19 +25,13 @@ the project run with its steps nested in the MLflow UI.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import os
-import shlex
-import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from mmpc import tags as tag
-from mmpc.locations import DEFAULT_WORKDIR
 
 _RUN_ID, _CONTEXT = "MLFLOW_RUN_ID", "MLFLOW_RUN_CONTEXT"
 
@@ -71,34 +68,64 @@ def record_outcome(run_id: str | None, tags: Mapping[str, str], metrics: Mapping
         client.log_metric(run_id, key, float(value))
 
 
-def overrides(
-    text: str = "", *, model: str | None = None, epochs: float = 0, device: str = ""
-) -> dict[str, Any]:
-    """Recipe overrides from entry-point parameters: ``"k=v k2=v2"`` (shell-quoted values allowed),
-    plus the typed ``epochs`` (0: the recipe's) and ``device`` ("": the recipe's)."""
-    from mmpc.recipe import RecipeError, parse_overrides
+def record_training(run_id: str | None, result: Any, inputs: Mapping[str, str]) -> None:
+    """A level-1 training's run, registered version, inputs and valid/test macro-F1."""
+    from mmpc import tracking
 
-    out = parse_overrides(shlex.split(text or ""))
-    if epochs:
-        if epochs != int(epochs) or epochs < 0:
-            raise RecipeError(f"parameter epochs: expected a whole number of epochs, got {epochs:g}")
-        if model is None:
-            raise RecipeError("parameter epochs applies to one model's entry point")
-        out[f"models.{model}.train.epochs"] = int(epochs)
-    if device:
-        out["device"] = device
-    return out
+    record_outcome(
+        run_id,
+        {
+            tag.STEP_RUN_ID: result.run_id,
+            tag.REGISTERED_MODEL: tracking.registered_name(result.name),
+            tag.REGISTERED_VERSION: result.version,
+            **{tag.input_version(n): v for n, v in inputs.items()},
+        },
+        {k: v for k, v in result.metrics.items() if k in ("valid_macro_f1", "test_macro_f1")},
+    )
+
+
+def record_stacking(run_id: str | None, result: Any, members: Mapping[str, str]) -> None:
+    """A stacking's run, published ensemble version, its members and the stack's test macro-F1."""
+    from mmpc import tracking
+
+    record_outcome(
+        run_id,
+        {
+            tag.STEP_RUN_ID: result.run_id,
+            tag.REGISTERED_MODEL: tracking.registered_name("ensemble"),
+            tag.REGISTERED_VERSION: result.version,
+            tag.PROMOTED: str(result.promoted),
+            **{tag.member(n): v for n, v in members.items()},
+        },
+        {"test_macro_f1": result.scores["stack"]},
+    )
+
+
+def record_pipeline(run_id: str | None, result: Mapping[str, Any]) -> None:
+    """A ``retrain`` flow's pipeline run and the ensemble it published (or reused)."""
+    published = result["ensemble"]
+    record_outcome(
+        run_id,
+        {
+            tag.PIPELINE_RUN_ID: result["parent_run_id"],
+            tag.REGISTERED_MODEL: "mmpc-ensemble",
+            tag.REGISTERED_VERSION: published["version"],
+            tag.PROMOTED: str(published["promoted"]),
+        },
+        {"stack_test_macro_f1": published["scores"]["stack"]},
+    )
 
 
 def refs(text: str) -> dict[str, str]:
     """``"flaubert=3 camembert=@candidate"`` -> ``{"flaubert": "3", "camembert": "@candidate"}``."""
+    from mmpc.arguments import words
     from mmpc.recipe import parse_refs
 
-    return parse_refs(shlex.split(text or ""))
+    return parse_refs(words(text))
 
 
 def resolve_versions(wanted: Mapping[str, str]) -> dict[str, str]:
-    """Version numbers of the named registered models; a missing one is an error naming it."""
+    """Version numbers of the named registered models; a missing one is bad input naming it."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -110,112 +137,10 @@ def resolve_versions(wanted: Mapping[str, str]) -> dict[str, str]:
         try:
             out[name] = str(tracking.resolve(name, ref).version)
         except MlflowException as exc:
+            if tracking.outage_message(exc):  # an unreachable registry is not a missing version
+                raise
             raise RecipeError(
                 f"{tracking.registered_name(name)} has no version {ref!r} in the registry at "
                 f"{mlflow.get_registry_uri()}: train it first ({exc.message})"
             ) from None
     return out
-
-
-def train(args: argparse.Namespace) -> dict[str, Any]:
-    from mmpc import pipeline, tracking
-    from mmpc.recipe import FusionModelConfig, load_recipe
-
-    recipe = load_recipe(
-        args.recipe, overrides(args.overrides, model=args.model, epochs=args.epochs, device=args.device)
-    )
-    cfg = recipe.model(args.model)
-    catalog = pipeline.open_catalog(args.catalog, recipe)
-    tracking.configure(args.workdir)
-    wanted = refs(args.inputs)
-    if isinstance(cfg, FusionModelConfig):  # by default the inputs' current candidates
-        wanted = {n: wanted.get(n, "@candidate") for n in [*cfg.text, cfg.image]}
-    inputs = resolve_versions(wanted)
-    with project_run() as parent:
-        result = pipeline.train_level1(catalog, recipe, args.model, Path(args.workdir), input_versions=inputs)
-        if result is None:  # a non-zero torchrun rank: rank 0 reports
-            return {}
-        record_outcome(
-            parent,
-            {
-                tag.STEP_RUN_ID: result.run_id,
-                tag.REGISTERED_MODEL: tracking.registered_name(result.name),
-                tag.REGISTERED_VERSION: result.version,
-                **{tag.input_version(n): v for n, v in inputs.items()},
-            },
-            {k: v for k, v in result.metrics.items() if k in ("valid_macro_f1", "test_macro_f1")},
-        )
-    return {"model": result.name, "version": result.version, "run_id": result.run_id, **result.metrics}
-
-
-def stack(args: argparse.Namespace) -> dict[str, Any]:
-    from mmpc import pipeline, tracking
-    from mmpc.recipe import RecipeError, load_recipe
-
-    if args.promote not in ("true", "false"):
-        raise RecipeError(f"parameter promote: expected true or false, got {args.promote!r}")
-    recipe = load_recipe(args.recipe, overrides(args.overrides, device=args.device))
-    catalog = pipeline.open_catalog(args.catalog, recipe)
-    tracking.configure(args.workdir)
-    wanted = refs(args.models) or {n: "@candidate" for n in recipe.models}
-    versions = resolve_versions(wanted)
-    with project_run() as parent:
-        result = pipeline.stack_and_publish(
-            catalog, recipe, Path(args.workdir), versions, promote=args.promote == "true"
-        )
-        record_outcome(
-            parent,
-            {
-                tag.STEP_RUN_ID: result.run_id,
-                tag.REGISTERED_MODEL: tracking.registered_name("ensemble"),
-                tag.REGISTERED_VERSION: result.version,
-                tag.PROMOTED: str(result.promoted),
-                **{tag.member(n): v for n, v in versions.items()},
-            },
-            {"test_macro_f1": result.scores["stack"]},
-        )
-    print(result.table)
-    return {"version": result.version, "run_id": result.run_id, "promoted": result.promoted}
-
-
-def common_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--catalog", required=True)
-    p.add_argument("--recipe", default="demo")
-    p.add_argument("--workdir", default=DEFAULT_WORKDIR)
-    p.add_argument("--overrides", default="", help='recipe overrides, "key.path=value ..."')
-    p.add_argument("--device", default="", help="cpu, cuda or auto; empty: the recipe's")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mmpc.project", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="entry", required=True)
-    p = sub.add_parser("train", help="one level-1 model (text, image or fusion)")
-    p.add_argument("model")
-    p.add_argument("--epochs", type=float, default=0, help="0: the recipe's")
-    p.add_argument("--inputs", default="", help="fusion: NAME=VERSION|@alias ... (default: @candidate)")
-    common_arguments(p)
-    p.set_defaults(func=train)
-    p = sub.add_parser("stack", help="stack registered level-1 versions and publish mmpc-ensemble")
-    p.add_argument("--models", default="", help="NAME=VERSION|@alias ... (default: every model @candidate)")
-    p.add_argument("--promote", default="true", help="true or false")
-    common_arguments(p)
-    p.set_defaults(func=stack)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    from mmpc.cli import reporting_errors
-
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    def run() -> int:
-        print(json.dumps(args.func(args), indent=1, default=str))
-        return 0
-
-    # The error mapping of every mmpc command: bad input exit 2, an unreachable server exit 3.
-    return reporting_errors(run)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

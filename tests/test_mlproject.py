@@ -1,10 +1,12 @@
-"""MLflow Projects: the MLproject's typed entry points, its environment files against pyproject's pins,
-and ``mlflow run . -e <entry> --env-manager local`` for every level-1 model, fusion and stacking on a
-small catalog (the ``retrain`` entry runs against the servers in tests/test_infra_local.py)."""
+"""MLflow Projects: the MLproject's typed entry points (each an mmpc command, parsed by the entry
+layer), its environment files against pyproject's pins, and ``mlflow run . -e <entry> --env-manager
+local`` for every level-1 model, fusion and stacking on a small catalog (the ``retrain`` entry runs
+against the servers in tests/test_infra_local.py)."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import tomllib
 
 import pytest
@@ -14,7 +16,9 @@ from mlflow.tracking import MlflowClient
 from packaging.requirements import Requirement
 from servers import REPO, mlflow_run, user_env
 
-from mmpc import project
+from flows.__main__ import COMMANDS as flows_commands
+from mmpc import arguments as a
+from mmpc import cli, project
 from mmpc.demo_catalog import write_demo_catalog
 from mmpc.recipe import RecipeError
 
@@ -57,18 +61,45 @@ def test_mlproject_has_typed_entry_points_for_every_step():
     assert "--overrides 'models.fusion.mode=add stacking.folds=3'" in command
 
 
-def test_entry_point_parameters_become_recipe_overrides():
-    assert project.overrides("a.b=1 c='x y'", model="flaubert", epochs=2, device="cuda") == {
+def _parsed(entry: str, params: dict[str, str]) -> object:
+    """An entry point's command as mmpc's entry layer parses it: the command's typed arguments."""
+    spec = _project_spec.load_project(str(REPO)).get_entry_point(entry)
+    argv = shlex.split(spec.compute_command({"catalog": str(REPO), **params}, str(REPO)))
+    assert argv[:2] == ["python", "-m"] and argv[2] in ("mmpc.cli", "flows"), argv
+    commands = flows_commands if argv[2] == "flows" else cli.COMMANDS
+    namespace = cli.build_parser(commands).parse_args(argv[3:])
+    return a.from_namespace(commands[namespace.command].args, namespace)
+
+
+def test_entry_points_are_mmpc_commands_with_their_typed_arguments():
+    args = _parsed("flaubert", {"overrides": "a.b=1 c='x y'", "epochs": "2", "device": "cuda"})
+    assert isinstance(args, a.TrainArgs) and (args.model, args.recipe) == ("flaubert", "demo")
+    assert args.recipe_overrides() == {
         "a.b": 1,
         "c": "x y",
-        "models.flaubert.train.epochs": 2,
         "device": "cuda",
+        "models.flaubert.train.epochs": 2,
     }
-    assert project.overrides("") == {}
-    with pytest.raises(RecipeError, match="whole number"):
-        project.overrides("", model="flaubert", epochs=1.5)
+    assert _parsed("tfidf", {}).recipe_overrides() == {}
+    assert _parsed("train", {"model": "tfidf"}).model == "tfidf"
+    with pytest.raises(a.ArgumentError, match="whole number"):
+        _parsed("flaubert", {"epochs": "1.5"}).recipe_overrides()
     with pytest.raises(RecipeError, match=r"expected key\.path=value"):
-        project.overrides("epochs")
+        _parsed("flaubert", {"overrides": "epochs"}).recipe_overrides()
+    assert _parsed("fusion", {"inputs": "flaubert=3 seresnext=@champion"}).inputs == [
+        "flaubert=3",
+        "seresnext=@champion",
+    ]
+    assert _parsed("fusion", {}).inputs is None  # "": every input at @candidate
+    stack = _parsed("stack", {"promote": "false", "models": "tfidf=1"})
+    assert isinstance(stack, a.StackArgs) and not stack.promotes and stack.models == ["tfidf=1"]
+    assert _parsed("stack", {}).promotes and _parsed("stack", {}).models is None
+    for entry in ("retrain", "main"):
+        retrain = _parsed(entry, {"models": "flaubert seresnext", "device": "cpu"})
+        assert isinstance(retrain, a.RetrainArgs)
+        params = retrain.flow_parameters()
+        assert params["models"] == ["flaubert", "seresnext"] and params["overrides"] == {"device": "cpu"}
+    assert _parsed("retrain", {}).flow_parameters()["overrides"] is None
     assert project.refs("flaubert=3 seresnext=@champion") == {"flaubert": "3", "seresnext": "@champion"}
     with pytest.raises(RecipeError, match="NAME=VERSION"):
         project.refs("flaubert")
