@@ -12,6 +12,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import numpy as np
@@ -29,6 +30,9 @@ from mmpc.catalog import SPLITS, Catalog
 from mmpc.ensemble import MANIFEST, EnsemblePredictor
 from mmpc.labels import RAKUTEN_NAMES
 from mmpc.pipeline import code_version, predict_rows
+
+if TYPE_CHECKING:
+    from mlflow.data.dataset import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -92,43 +96,46 @@ def evaluate(frame: pd.DataFrame, probs: np.ndarray, codes: list[int], worst: in
     return Evaluation(scores, M.per_class(y, y_pred, codes), cm, M.worst_confusions(cm, codes, worst), errors)
 
 
-def table(run: EvaluationRun) -> str:
-    """What the command prints: the headline figures, per-class table, worst confusions."""
-    ev = run.evaluation
-    s = ev.scores
-    lines = [
+def _headline(run: EvaluationRun) -> list[str]:
+    """What was scored on what, and the overall figures."""
+    s = run.evaluation.scores
+    missing = int(s["rows_without_prediction"])
+    return [
         f"{run.model} v{run.version} ({run.kind}) on {run.catalog}/{run.split}: {int(s['rows'])} products"
-        + (
-            f", {int(s['rows_without_prediction'])} without a prediction"
-            if s["rows_without_prediction"]
-            else ""
-        ),
+        + (f", {missing} without a prediction" if s["rows_without_prediction"] else ""),
         "",
         "| metric | value |",
         "|---|---|",
         f"| macro-F1 | {s['macro_f1']:.4f} |",
         f"| weighted-F1 | {s['weighted_f1']:.4f} |",
         f"| accuracy | {s['accuracy']:.4f} |",
-        "",
-        "| prdtypecode | name | precision | recall | F1 | support |",
-        "|---|---|---|---|---|---|",
     ]
-    for r in ev.per_class.itertuples(index=False):
+
+
+def _per_class_lines(per_class: pd.DataFrame) -> list[str]:
+    lines = ["| prdtypecode | name | precision | recall | F1 | support |", "|---|---|---|---|---|---|"]
+    for r in per_class.itertuples(index=False):
         lines.append(
             f"| {r.prdtypecode} | {r.name} | {r.precision:.3f} | {r.recall:.3f} | {r.f1:.3f} | {r.support} |"
         )
-    lines += [
-        "",
-        "worst confusions (true -> predicted):",
-        "",
-        "| true | predicted | products | share of true |",
-    ]
+    return lines
+
+
+def _worst_lines(worst: pd.DataFrame) -> list[str]:
+    lines = ["worst confusions (true -> predicted):", "", "| true | predicted | products | share of true |"]
     lines.append("|---|---|---|---|")
-    for r in ev.worst.itertuples(index=False):
+    for r in worst.itertuples(index=False):
         lines.append(
             f"| {r.true} {r.true_name} | {r.predicted} {r.predicted_name} "
             f"| {r.count} | {r.share_of_true:.1%} |"
         )
+    return lines
+
+
+def table(run: EvaluationRun) -> str:
+    """What the command prints: the headline figures, per-class table, worst confusions."""
+    ev = run.evaluation
+    lines = [*_headline(run), "", *_per_class_lines(ev.per_class), "", *_worst_lines(ev.worst)]
     lines += ["", f"MLflow evaluation run {run.run_id}"]
     return "\n".join(lines)
 
@@ -158,6 +165,71 @@ def _tag_key(catalog: str, split: str) -> str:
     return tag.EVALUATION_PREFIX + re.sub(r"[^A-Za-z0-9_.\-]", "_", f"{catalog}.{split}")
 
 
+def _version(model: str, ref: str, workdir: Path) -> ModelVersion:
+    """The registered version asked for, or an EvaluationError naming the store it was looked for in."""
+    uri = tracking.configure(workdir)
+    try:
+        return tracking.resolve(model, ref)
+    except MlflowException as exc:
+        name = model if model.startswith(tracking.REGISTRY_PREFIX) else tracking.registered_name(model)
+        raise EvaluationError(f"no version {ref!r} of {name} in {uri}: {exc.message}") from None
+
+
+def _run_tags(mv: ModelVersion, split: str) -> dict[str, str]:
+    return {
+        tag.STEP: "evaluate",
+        tag.EVALUATED_MODEL: mv.name,
+        tag.EVALUATED_VERSION: str(mv.version),
+        tag.EVALUATED_RUN: mv.run_id or "",
+        tag.SPLIT: split,
+        tag.CODE_VERSION: code_version(),
+    }
+
+
+def _load_checked(mv: ModelVersion, dst: Path, device: torch.device, codes: list[int]) -> tuple[str, object]:
+    """The version's predictor, refused when it predicts other codes than the catalog's."""
+    kind, predictor = load_predictor(mv, dst, device)
+    if list(predictor.codes) != codes:
+        raise EvaluationError(
+            f"{mv.name} v{mv.version} predicts codes {predictor.codes}, the catalog has {codes}"
+        )
+    return kind, predictor
+
+
+def _log_inputs(
+    mv: ModelVersion, kind: str, catalog: Catalog, frame: pd.DataFrame, split: str
+) -> tuple[Dataset, str | None]:
+    """The run's inputs: the catalog, and the scored rows as a dataset linked to the logged model."""
+    mlflow.set_tag(tag.KIND, kind)
+    tracking.log_catalog(catalog)
+    dataset = mlflow.data.from_pandas(
+        frame[["productid", "designation", "description", "prdtypecode"]],
+        name=f"{catalog.name}/{split}",
+        targets="prdtypecode",
+    )
+    model_id = tracking.logged_model_id(mv)
+    mlflow.log_input(dataset, context=split, model=LoggedModelInput(model_id) if model_id else None)
+    mlflow.log_params({"model": mv.name, "version": str(mv.version), "split": split, "kind": kind})
+    return dataset, model_id
+
+
+def _log_scores(ev: Evaluation, split: str, dataset: Dataset, model_id: str | None) -> None:
+    metrics = {f"{split}_{k}": v for k, v in ev.scores.items()}
+    metrics.update({f"{split}_f1.{r.prdtypecode}": float(r.f1) for r in ev.per_class.itertuples()})
+    # Attached to the logged model and the dataset as well as the run: the model's page lists them.
+    mlflow.log_metrics(metrics, model_id=model_id, dataset=dataset)
+
+
+def _log_figures(
+    ev: Evaluation, codes: list[int], split: str, title: str, folder: Path, out: Path | None
+) -> None:
+    """The figures' files, logged under ``evaluation/`` and also written to ``out`` when asked."""
+    write_artifacts(ev, codes, folder, split, title)
+    mlflow.log_artifacts(str(folder), artifact_path=ARTIFACT_DIR)
+    if out is not None:
+        write_artifacts(ev, codes, Path(out), split, title)
+
+
 def run_evaluation(
     model: str,
     ref: str,
@@ -172,59 +244,24 @@ def run_evaluation(
     """Score ``mmpc-<model>`` version/alias ``ref`` on ``split`` of ``catalog``; log an evaluation run."""
     if split != "all" and split not in SPLITS:
         raise EvaluationError(f"unknown split {split!r}; choose from {[*SPLITS, 'all']}")
-    uri = tracking.configure(workdir)
-    try:
-        mv = tracking.resolve(model, ref)
-    except MlflowException as exc:
-        name = model if model.startswith(tracking.REGISTRY_PREFIX) else tracking.registered_name(model)
-        raise EvaluationError(f"no version {ref!r} of {name} in {uri}: {exc.message}") from None
+    mv = _version(model, ref, workdir)
     frame = split_rows(catalog, split)
     if frame.empty:
         raise EvaluationError(f"split {split!r} of catalog {catalog.name} has no products")
     codes = list(catalog.labels.codes)
-    device = device or torch.device("cpu")
     exp = tracking.experiment_id(catalog.name, workdir)
-    tags = {
-        tag.STEP: "evaluate",
-        tag.EVALUATED_MODEL: mv.name,
-        tag.EVALUATED_VERSION: str(mv.version),
-        tag.EVALUATED_RUN: mv.run_id or "",
-        tag.SPLIT: split,
-        tag.CODE_VERSION: code_version(),
-    }
+    name = f"evaluate {mv.name} v{mv.version} {split}"
     with (
-        mlflow.start_run(
-            experiment_id=exp, run_name=f"evaluate {mv.name} v{mv.version} {split}", tags=tags
-        ) as run,
+        mlflow.start_run(experiment_id=exp, run_name=name, tags=_run_tags(mv, split)) as run,
         tracking.scratch() as tmp,
     ):
-        kind, predictor = load_predictor(mv, tmp / "model", device)
-        if list(predictor.codes) != codes:
-            raise EvaluationError(
-                f"{mv.name} v{mv.version} predicts codes {predictor.codes}, the catalog has {codes}"
-            )
-        mlflow.set_tag(tag.KIND, kind)
-        tracking.log_catalog(catalog)
-        dataset = mlflow.data.from_pandas(
-            frame[["productid", "designation", "description", "prdtypecode"]],
-            name=f"{catalog.name}/{split}",
-            targets="prdtypecode",
-        )
-        model_id = tracking.logged_model_id(mv)
-        mlflow.log_input(dataset, context=split, model=LoggedModelInput(model_id) if model_id else None)
-        mlflow.log_params({"model": mv.name, "version": str(mv.version), "split": split, "kind": kind})
+        kind, predictor = _load_checked(mv, tmp / "model", device or torch.device("cpu"), codes)
+        dataset, model_id = _log_inputs(mv, kind, catalog, frame, split)
         probs = predict_rows(predictor.predict_proba, frame, predictor.uses_images)
         ev = evaluate(frame, probs, codes, worst)
-        metrics = {f"{split}_{k}": v for k, v in ev.scores.items()}
-        metrics.update({f"{split}_f1.{r.prdtypecode}": float(r.f1) for r in ev.per_class.itertuples()})
-        # Attached to the logged model and the dataset as well as the run: the model's page lists them.
-        mlflow.log_metrics(metrics, model_id=model_id, dataset=dataset)
-        folder = tmp / ARTIFACT_DIR
+        _log_scores(ev, split, dataset, model_id)
         title = f"{mv.name} v{mv.version} on {catalog.name}/{split}: macro-F1 {ev.scores['macro_f1']:.4f}"
-        write_artifacts(ev, codes, folder, split, title)
-        mlflow.log_artifacts(str(folder), artifact_path=ARTIFACT_DIR)
-        if out is not None:
-            write_artifacts(ev, codes, Path(out), split, title)
+        _log_figures(ev, codes, split, title, tmp / ARTIFACT_DIR, out)
         MlflowClient().set_model_version_tag(
             mv.name, str(mv.version), _tag_key(catalog.name, split), run.info.run_id
         )
