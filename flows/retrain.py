@@ -25,7 +25,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from flows.report import summary_markdown
-from mmpc import evaluation, pipeline, tracking
+from mmpc import evaluation, kinds, outages, pipeline
 from mmpc import tags as tag
 from mmpc.catalog import CatalogError
 from mmpc.locations import DEFAULT_WORKDIR, LocationError
@@ -47,7 +47,7 @@ def _transient(task_, task_run, state) -> bool:
     except (CatalogError, RecipeError, LocationError):  # bad input stays bad, whatever its message says
         return False
     except Exception as exc:
-        return tracking.outage_message(exc) is not None
+        return outages.outage_message(exc) is not None
     return False
 
 
@@ -300,6 +300,30 @@ def _train_stage(
     }
 
 
+def _train_level1(
+    r: Recipe,
+    base: list[str],
+    fusions: list[str],
+    common: dict[str, Any],
+    parent: str,
+    parallel: int,
+    level1_deployment: str | None,
+) -> dict[str, dict]:
+    """The models reading no other first, then those reading them (fusion) over the versions they
+    registered."""
+    results = _train_stage(base, dict.fromkeys(base), common, parent, parallel, level1_deployment)
+    versions = {n: res["version"] for n, res in results.items()}
+    fusion_inputs = {
+        n: {m: versions[m] for m in kinds.of(r.models[n]).inputs(r.models[n]) if m in versions}
+        for n in fusions
+    }
+    results.update(_train_stage(fusions, fusion_inputs, common, parent, parallel, level1_deployment))
+    for name, res in results.items():
+        decision = "reused" if res["reused"] else "trained"
+        get_run_logger().info("%s: mmpc-%s v%s %s", name, name, res["version"], decision)
+    return results
+
+
 @flow(name="retrain", log_prints=True)
 def retrain(
     catalog: str,
@@ -331,18 +355,8 @@ def retrain(
     ok = False
     published: dict[str, Any] = {}
     try:
-        results = _train_stage(base, dict.fromkeys(base), common, parent, parallel, level1_deployment)
+        results = _train_level1(r, base, fusions, common, parent, parallel, level1_deployment)
         versions = {n: res["version"] for n, res in results.items()}
-        fusion_inputs = {
-            n: {m: versions[m] for m in [*r.models[n].text, r.models[n].image] if m in versions}
-            for n in fusions
-        }
-        results.update(_train_stage(fusions, fusion_inputs, common, parent, parallel, level1_deployment))
-        versions = {n: res["version"] for n, res in results.items()}
-        for name, res in results.items():
-            logger.info(
-                "%s: mmpc-%s v%s %s", name, name, res["version"], "reused" if res["reused"] else "trained"
-            )
         published = publish(catalog, recipe, workdir, versions, overrides, parent_run_id=parent, force=force)
         if not published["reused"]:  # an unchanged ensemble keeps the evaluation it had
             published["evaluation"] = evaluate_ensemble(
