@@ -251,7 +251,7 @@ def reporting_errors(call: Callable[[], int]) -> int:
         if is_bad_input(exc):
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        from mmpc.tracking import outage_message
+        from mmpc.outages import outage_message
 
         if (message := outage_message(exc)) is None:
             raise

@@ -23,7 +23,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mmpc import kinds, tracking
+from mmpc import kinds, plots, tracking
 from mmpc import metrics as M
 from mmpc import tags as tag
 from mmpc.catalog import SPLITS, Catalog
@@ -142,7 +142,7 @@ def table(run: EvaluationRun) -> str:
 
 def write_artifacts(ev: Evaluation, codes: list[int], folder: Path, split: str, title: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    tracking.confusion_png(ev.confusion, codes, folder / f"{split}_confusion.png", title)
+    plots.confusion_png(ev.confusion, codes, folder / f"{split}_confusion.png", title)
     pd.DataFrame(ev.confusion, index=codes, columns=codes).rename_axis("true \\ predicted").to_csv(
         folder / f"{split}_confusion.csv"
     )

@@ -129,7 +129,7 @@ def resolve_versions(wanted: Mapping[str, str]) -> dict[str, str]:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from mmpc import tracking
+    from mmpc import outages, tracking
     from mmpc.recipe import RecipeError
 
     out = {}
@@ -137,7 +137,7 @@ def resolve_versions(wanted: Mapping[str, str]) -> dict[str, str]:
         try:
             out[name] = str(tracking.resolve(name, ref).version)
         except MlflowException as exc:
-            if tracking.outage_message(exc):  # an unreachable registry is not a missing version
+            if outages.outage_message(exc):  # an unreachable registry is not a missing version
                 raise
             raise RecipeError(
                 f"{tracking.registered_name(name)} has no version {ref!r} in the registry at "

@@ -1,7 +1,8 @@
 """MLflow: where runs go, what every run records, and the model registry.
 
 Default store: ``sqlite:///<workdir>/mlflow.db`` with artifacts under ``<workdir>/mlartifacts``;
-``MLFLOW_TRACKING_URI`` (a server with PostgreSQL and S3 in production) always wins.
+``MLFLOW_TRACKING_URI`` (a server with PostgreSQL and S3 in production) always wins. The figures
+are drawn by ``mmpc.plots``; telling a server outage from a real error is ``mmpc.outages``.
 """
 
 from __future__ import annotations
@@ -16,10 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # rendering files only, never a window
-import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 from mlflow.entities.model_registry import ModelVersion
@@ -29,7 +26,8 @@ from mlflow.tracking import MlflowClient
 from mmpc import metrics as M
 from mmpc import tags as tag
 from mmpc.catalog import Catalog
-from mmpc.labels import describe
+from mmpc.outages import ArtifactUploadError
+from mmpc.plots import confusion_png
 
 log = logging.getLogger(__name__)
 
@@ -139,35 +137,6 @@ def log_catalog(catalog: Catalog) -> dict[str, str]:
     return tags
 
 
-def confusion_png(cm: np.ndarray, codes: list[int], path: Path, title: str) -> None:
-    """Row-normalised colours (recall per true code), raw counts in the cells, codes with their names."""
-    n = len(codes)
-    fig, ax = plt.subplots(figsize=(max(7, n * 0.5 + 3), max(6, n * 0.45 + 2.5)), dpi=110)
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    labels = [describe(c) for c in codes]
-    ax.set_xticks(range(n), labels, rotation=90, fontsize=7)
-    ax.set_yticks(range(n), labels, fontsize=7)
-    ax.set_xlabel("predicted prdtypecode")
-    ax.set_ylabel("true prdtypecode")
-    ax.set_title(title)
-    for i in range(n):
-        for j in range(n):
-            if cm[i, j]:
-                ax.text(
-                    j,
-                    i,
-                    int(cm[i, j]),
-                    ha="center",
-                    va="center",
-                    fontsize=5,
-                    color="white" if norm[i, j] > 0.5 else "black",
-                )
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def log_evaluation(y: np.ndarray, probs: np.ndarray, codes: list[int], split: str) -> dict[str, float]:
     """Metrics ``<split>_macro_f1`` etc., a confusion matrix PNG and a per-class report.
 
@@ -197,49 +166,6 @@ def pip_requirements() -> list[str]:
     except importlib.metadata.PackageNotFoundError:
         return []
     return [r for r in reqs if "extra ==" not in r]
-
-
-# What the MLflow client says when the tracking server, or the object store behind its artifact
-# proxy, cannot be reached or fails (after the client's own HTTP retries).
-_OUTAGE_TEXT = (
-    "max retries exceeded",
-    "connection refused",
-    "connection aborted",
-    "connection reset",
-    "failed to establish a new connection",
-    "timed out",
-    "could not connect",
-    "service unavailable",
-    "bad gateway",
-    "gateway timeout",
-    "too many 500 error responses",
-    "too many 502 error responses",
-    "too many 503 error responses",
-    "too many 504 error responses",
-    "internal server error",
-)
-
-
-def outage_message(exc: BaseException) -> str | None:
-    """A clear message when ``exc`` comes from an unreachable or failing tracking server or
-    artifact store (anywhere in its chain of causes); None for any other error."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        text = str(seen).lower()
-        if isinstance(seen, ArtifactUploadError) or any(t in text for t in _OUTAGE_TEXT):
-            first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-            return (
-                f"the MLflow tracking server at {mlflow.get_tracking_uri()} or its artifact store is "
-                f"unreachable or failing ({first[:300]}). Nothing was registered by the failed step; "
-                "run the same command again once it is back: a level-1 training resumes from its last "
-                "checkpoint in the same MLflow run."
-            )
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-class ArtifactUploadError(RuntimeError):
-    """A logged model's files did not all reach the artifact store; nothing was registered."""
 
 
 def _local_files(artifacts: dict[str, str]) -> dict[str, int]:
