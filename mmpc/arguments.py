@@ -42,7 +42,7 @@ class Parser(argparse.ArgumentParser):
 
 def arg(help: str, default: Any = MISSING, *, factory: Any = None, **meta: Any) -> Any:
     """A field with its command-line form in its metadata: ``help``, and optionally ``positional``,
-    ``flags`` (more option strings), ``metavar``, ``append`` (a repeatable option, one item each
+    ``metavar``, ``append`` (a repeatable option, one item each
     time; a list otherwise takes several items after one option), ``split`` (list items are
     shell-split, so ``--models "a b"`` is ``--models a b``: MLproject passes one string) and
     ``one_of`` (exactly one of the fields sharing that name must be given). A list field is declared
@@ -75,7 +75,8 @@ def _options(f: Field, hint: Any) -> dict[str, Any]:
             kw["nargs"] = "?"
     elif not meta.get("positional"):
         kw["required"] = True
-    if default not in (MISSING, None, "", False) and "default" not in kw["help"]:
+    unset = default is MISSING or default is None or default is False or default == ""
+    if not unset and "default" not in kw["help"]:
         kw["help"] += f" (default: {default})"
     return {k: v for k, v in kw.items() if v is not None}
 
@@ -98,8 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if f.metadata.get("positional"):
             target.add_argument(f.name, **kw)
         else:
-            flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("flags", ())]
-            target.add_argument(*flags, dest=f.name, **kw)
+            target.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kw)
 
 
 def from_namespace(cls: type[T], namespace: argparse.Namespace) -> T:
@@ -243,7 +243,7 @@ class TrainArgs(TrackingArgs, RecipeArgs, CatalogArgs):
             "split": True,
         },
     )
-    epochs: float = arg("train this many epochs instead of the recipe's; 0: the recipe's", 0)
+    epochs: float = arg("train this many epochs instead of the recipe's (0: the recipe's)", 0)
     force: bool = arg("train even if a version with the same inputs exists", False)
 
     def recipe_overrides(self) -> dict[str, Any]:

@@ -60,19 +60,20 @@ def cmd_check(args: a.CheckArgs) -> int:
     return 0
 
 
-def _inputs(args: a.TrainArgs, recipe: Any) -> dict[str, str]:
+def _inputs(recipe: Any, name: str, wanted: dict[str, str]) -> dict[str, str]:
     """The registered versions a model reading others trains on: those named, else @candidate."""
     from mmpc import kinds, project
-    from mmpc.recipe import parse_refs
 
-    wanted = parse_refs(args.inputs)
-    cfg = recipe.model(args.model)
+    cfg = recipe.model(name)
     wanted = {n: wanted.get(n, "@candidate") for n in kinds.of(cfg).inputs(cfg)} | wanted
     return project.resolve_versions(wanted)
 
 
 def cmd_train(args: a.TrainArgs) -> int:
-    recipe = args.load_recipe()  # bad input fails before the heavy imports and the catalog
+    from mmpc.recipe import parse_refs
+
+    # Bad input fails before the heavy imports and the catalog.
+    recipe, wanted = args.load_recipe(), parse_refs(args.inputs)
     recipe.model(args.model)
     from mmpc import pipeline, project, tracking
     from mmpc.training import distributed
@@ -81,7 +82,7 @@ def cmd_train(args: a.TrainArgs) -> int:
     try:
         catalog = pipeline.open_catalog(args.catalog, recipe, args.workdir)
         tracking.configure(args.workdir)
-        inputs = _inputs(args, recipe)
+        inputs = _inputs(recipe, args.model, wanted)
         with project.project_run() as parent:  # under `mlflow run`: nested in the project run
             result = pipeline.train_level1(
                 catalog, recipe, args.model, Path(args.workdir), input_versions=inputs, reuse=not args.force
