@@ -1,15 +1,12 @@
-"""Helpers for tests that start real servers or run mmpc the way a user does: free ports,
-servers in the background (``mlflow models serve`` on a registered model, ``mlflow server``),
-``mlflow run`` of the project."""
+"""Helpers for tests that start real servers or run mmpc the way a user does: servers in the
+background (``mlflow models serve`` on a registered model, ``mlflow server``) through the project's
+one process harness (``infra.local.processes``), a user's environment, ``mlflow run`` of the project."""
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -17,15 +14,15 @@ from pathlib import Path
 
 import requests
 
+from infra.local import processes
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TIMEOUT = (5, 120)  # connect, read: a request never hangs a test
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return processes.free_port()
 
 
 def user_env(**extra: str) -> dict[str, str]:
@@ -43,30 +40,32 @@ def user_env(**extra: str) -> dict[str, str]:
 
 def wait_healthy(url: str, proc: subprocess.Popen, log_path: Path, what: str, timeout: float = 120) -> None:
     """Until ``url`` answers 200; a clear error with the log's tail if ``proc`` exits or time runs out."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited: {log_path.read_text()[-3000:]}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not answer {url} within {timeout:.0f} s; see {log_path}")
-        time.sleep(0.5)
+    processes.wait_until(
+        lambda: processes.http_ok(url),
+        what=what,
+        timeout=timeout,
+        log_file=log_path,
+        running=lambda: proc.poll() is None,
+    )
 
 
 @dataclass
 class Server:
     """A running server: its URL, process and log."""
 
-    url: str
-    proc: subprocess.Popen
-    log: Path
+    process: processes.Process
+
+    @property
+    def url(self) -> str:
+        assert self.process.url is not None
+        return self.process.url
+
+    @property
+    def log(self) -> Path:
+        return self.process.log_file
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.process.alive()
 
     def invoke(self, payload: dict | None = None, body: bytes | None = None) -> requests.Response:
         """POST /invocations with a JSON payload, or raw bytes sent as JSON."""
@@ -82,26 +81,10 @@ def background_server(
 ) -> Iterator[Server]:
     """``argv`` (a server taking ``--host 127.0.0.1 --port N``) on a free port until ``health_path``
     answers; stopped, its whole process group, on exit."""
-    port = free_port()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [*argv, "--host", "127.0.0.1", "--port", str(port)],
-            env=dict(env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(f"{url}{health_path}", proc, log_path, what, timeout)
-        yield Server(url, proc, log_path)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    with processes.serve_http(
+        argv, what=what, env=env, log_file=log_path, health_path=health_path, timeout=timeout
+    ) as process:
+        yield Server(process)
 
 
 def served_model(
