@@ -327,3 +327,17 @@ class ServeArgs(RetrainArgs):
     cron: str = arg("cron schedule, weekly by default", WEEKLY)
     timezone: str = arg("the schedule's time zone", "UTC")
     paused: bool = arg("create the schedule paused", False)
+
+
+@dataclass(kw_only=True)
+class ScoreArgs(TrackingArgs):
+    input: str = arg(
+        "products to score: a catalog folder, a .csv or .parquet file (photos under its folder), "
+        "or s3://bucket/prefix of either",
+        positional=True,
+    )
+    output: str = arg("folder for the Parquet parts and _manifest.json")
+    model: str = arg("registered model, without the mmpc- prefix", "ensemble")
+    version: str = arg("version number or @alias", "@champion")
+    chunk_rows: int = arg("products per chunk and per Parquet part", 1000)
+    top_k: int = arg("codes and probabilities kept per product", 3)

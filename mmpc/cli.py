@@ -154,6 +154,16 @@ def cmd_rollback(args: a.RollbackArgs) -> int:
     return 0
 
 
+def cmd_score(args: a.ScoreArgs) -> int:
+    from mmpc import scoring
+
+    manifest = scoring.score(
+        args.input, args.output, args.workdir, args.model, args.version, args.chunk_rows, args.top_k
+    )
+    print(json.dumps({k: manifest[k] for k in ("model", "version", "rows", "run_id")}))
+    return 0
+
+
 @dataclass(frozen=True)
 class Command:
     """A command: its typed arguments (a dataclass of ``mmpc.arguments``), what runs it, its help."""
@@ -182,6 +192,9 @@ COMMANDS: dict[str, Command] = {
     ),
     "rollback": Command(
         a.RollbackArgs, cmd_rollback, "give @champion back to the version that held it before"
+    ),
+    "score": Command(
+        a.ScoreArgs, cmd_score, "score a catalog, CSV or Parquet file with a registered version, into Parquet"
     ),
 }
 
@@ -232,6 +245,7 @@ BAD_INPUT = (
     ("mmpc.models.store", "ModelFolderError"),
     ("mmpc.evaluation", "EvaluationError"),
     ("mmpc.promotion", "PromotionError"),
+    ("mmpc.scoring.errors", "ScoringError"),
 )
 
 

@@ -48,6 +48,11 @@ EVALUATED_RUN = "mmpc.evaluated_run"
 SPLIT = "mmpc.split"
 EVALUATION_PREFIX = "mmpc.evaluation."  # + catalog.split: a version's evaluation run on that split
 
+# Scoring runs: the version that scored and where its output is.
+SCORED_MODEL = "mmpc.scored_model"
+SCORED_VERSION = "mmpc.scored_version"
+SCORING_OUTPUT = "mmpc.scoring_output"
+
 # Runs of processes that died: who ran them, and why they were failed.
 HOST = "mmpc.host"
 PID = "mmpc.pid"

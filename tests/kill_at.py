@@ -84,6 +84,22 @@ def _before(owner: object, name: str, when: Callable[..., bool] = lambda *a, **k
     return install
 
 
+def _after_parts_written(n: int) -> None:
+    """A scoring job, right after its n-th Parquet part is written."""
+    from mmpc.scoring.parts import Parts
+
+    write = Parts.write
+    written = {"n": 0}
+
+    def write_then_count(self, index, frame):
+        write(self, index, frame)
+        written["n"] += 1
+        if written["n"] == n:
+            _die()
+
+    Parts.write = write_then_count
+
+
 POINTS: dict[str, Callable[[], None]] = {
     "first-epoch": lambda: _after_optimizer_steps(2),
     "after-checkpoint": lambda: _after_checkpoint(2),
@@ -98,6 +114,7 @@ POINTS: dict[str, Callable[[], None]] = {
     "run-end": _before(
         MlflowClient, "set_terminated", lambda self, run_id, status=None, **k: status == "FINISHED"
     ),
+    "score-part": lambda: _after_parts_written(2),
 }
 
 if __name__ == "__main__":
