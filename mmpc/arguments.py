@@ -341,3 +341,5 @@ class ScoreArgs(TrackingArgs):
     version: str = arg("version number or @alias", "@champion")
     chunk_rows: int = arg("products per chunk and per Parquet part", 1000)
     top_k: int = arg("codes and probabilities kept per product", 3)
+    device: Literal["auto", "cpu", "cuda"] = arg("auto: the GPU when there is one, else the CPU", "auto")
+    threads: int = arg("CPU threads for the models (0: every core)", 0)

@@ -158,7 +158,15 @@ def cmd_score(args: a.ScoreArgs) -> int:
     from mmpc import scoring
 
     manifest = scoring.score(
-        args.input, args.output, args.workdir, args.model, args.version, args.chunk_rows, args.top_k
+        args.input,
+        args.output,
+        args.workdir,
+        args.model,
+        args.version,
+        args.chunk_rows,
+        args.top_k,
+        device=args.device,
+        threads=args.threads or None,
     )
     print(json.dumps({k: manifest[k] for k in ("model", "version", "rows", "run_id")}))
     return 0

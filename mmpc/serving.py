@@ -19,6 +19,7 @@ from mlflow.types.schema import Array, Map
 
 from mmpc import kinds, serving_input
 from mmpc.ensemble import EnsemblePredictor
+from mmpc.models.batching import resolve_device
 
 INPUT_SCHEMA = Schema(
     [
@@ -29,12 +30,26 @@ INPUT_SCHEMA = Schema(
 )
 
 
-def _threads() -> None:
+DEVICE_ENV = "MMPC_DEVICE"  # auto (the default), cpu or cuda
+THREADS_ENV = "MMPC_TORCH_THREADS"
+
+
+def _setting(context, key: str, env: str, default: str) -> str:
+    """A load-time setting: the model_config given to load_model, else the environment, else the default."""
+    value = (getattr(context, "model_config", None) or {}).get(key)
+    return str(value) if value not in (None, "", "auto") else os.environ.get(env) or default
+
+
+def _threads(context) -> None:
     # Serving answers many small requests, each on its own server thread: one intra-op thread per
     # request avoids waiting on descheduled threads (bench/serve.py: p99 halves on 2 shared cores).
-    # MMPC_TORCH_THREADS raises it on dedicated cores.
-    threads = int(os.environ.get("MMPC_TORCH_THREADS", "0")) or 1
-    torch.set_num_threads(threads)
+    # Batch scoring and dedicated cores raise it (model_config torch_threads, or MMPC_TORCH_THREADS).
+    torch.set_num_threads(int(_setting(context, "torch_threads", THREADS_ENV, "0")) or 1)
+
+
+def _device(context) -> torch.device:
+    """The GPU when present, the CPU otherwise; model_config ``device`` or MMPC_DEVICE forces either."""
+    return resolve_device(_setting(context, "device", DEVICE_ENV, "auto"))
 
 
 def _parse(model_input) -> serving_input.ParsedRequest:
@@ -67,8 +82,8 @@ class Level1Model(mlflow.pyfunc.PythonModel):
     """A level-1 model: request columns in, one probability column per product type code out."""
 
     def load_context(self, context) -> None:
-        _threads()
-        self.predictor = kinds.load(context.artifacts["model"])
+        _threads(context)
+        self.predictor = kinds.load(context.artifacts["model"], _device(context))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         req = _parse(model_input)
@@ -80,8 +95,8 @@ class EnsembleModel(mlflow.pyfunc.PythonModel):
     """The published ensemble: request columns in; code, probability, top-k and image status out."""
 
     def load_context(self, context) -> None:
-        _threads()
-        self.predictor = EnsemblePredictor(context.artifacts["ensemble"])
+        _threads(context)
+        self.predictor = EnsemblePredictor(context.artifacts["ensemble"], _device(context))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         params = params or {}

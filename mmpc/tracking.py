@@ -7,7 +7,6 @@ are drawn by ``mmpc.plots``; telling a server outage from a real error is ``mmpc
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mmpc import metrics as M
+from mmpc import packaging
 from mmpc import tags as tag
 from mmpc.catalog import Catalog
 from mmpc.outages import ArtifactUploadError
@@ -159,15 +159,6 @@ def log_evaluation(y: np.ndarray, probs: np.ndarray, codes: list[int], split: st
     return scores
 
 
-def pip_requirements() -> list[str]:
-    """The package's own pinned dependencies, so a logged model names the stack it was built with."""
-    try:
-        reqs = importlib.metadata.requires("mmpc") or []
-    except importlib.metadata.PackageNotFoundError:
-        return []
-    return [r for r in reqs if "extra ==" not in r]
-
-
 def _local_files(artifacts: dict[str, str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for path in artifacts.values():
@@ -219,15 +210,19 @@ def log_pyfunc(
     gets the ``candidate`` alias.
     """
     name = registered_name(model)
-    info = mlflow.pyfunc.log_model(
-        name=model,
-        python_model=str(code_file),
-        artifacts=artifacts,
-        signature=signature,
-        input_example=input_example,
-        pip_requirements=pip_requirements(),
-        model_config=model_config,
-    )
+    with scratch() as tmp:
+        # The model carries the inference modules it needs and names only their libraries: it loads
+        # where mmpc is not installed (a model server's own environment, a Spark executor).
+        info = mlflow.pyfunc.log_model(
+            name=model,
+            python_model=str(code_file),
+            artifacts=artifacts,
+            code_paths=[str(packaging.write_code(tmp))],
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=packaging.requirements(),
+            model_config=model_config,
+        )
     verify_logged_model(info.model_id, artifacts)
     mv = mlflow.register_model(info.model_uri, name, tags=dict(tags or {}))
     return complete_version(mv, {})

@@ -13,10 +13,22 @@ from torch.utils.data import Dataset, Sampler
 
 
 def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on a GPU; full precision on the CPU."""
+    """bf16 autocast on a GPU (fp16 on one without bf16); full precision on the CPU."""
     if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
     return nullcontext()
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: the GPU when there is one, else the CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but no CUDA device is available")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ValueError(f"device {name!r}: expected auto, cpu or cuda")
+    return torch.device(name)
 
 
 class TextDataset(Dataset):

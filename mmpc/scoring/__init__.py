@@ -99,9 +99,12 @@ def score(
     version: str = "@champion",
     chunk_rows: int = CHUNK_ROWS,
     top_k: int = 3,
+    device: str = "auto",
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Score every product of ``location`` with a registered version into ``output``; returns the
-    manifest. An unchanged input already scored by the same version does nothing."""
+    manifest. An unchanged input already scored by the same version does nothing. ``device``: auto
+    (the GPU when present), cpu or cuda; ``threads``: CPU threads (default: every core)."""
     tracking.configure(workdir)
     try:
         mv = tracking.resolve(model, version)
@@ -121,7 +124,9 @@ def score(
         return manifest
     if source.image_root is not None:
         os.environ[IMAGE_ROOT_ENV] = str(source.image_root)  # the pyfunc reads photos under it only
-    loaded = mlflow.pyfunc.load_model(f"models:/{mv.name}/{mv.version}")
+    # One job owns the machine: every core (or the GPU), unlike a server's one thread per request.
+    config = {"device": device, "torch_threads": threads or os.cpu_count() or 1}
+    loaded = mlflow.pyfunc.load_model(f"models:/{mv.name}/{mv.version}", model_config=config)
     with _run(job, parts, resume_id, str(location), source) as run:
         rows_now, seconds = _stream(loaded, source, parts, job)
         signals = monitor.metrics(
