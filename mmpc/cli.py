@@ -121,7 +121,7 @@ def cmd_stack(args: a.StackArgs) -> int:
 def cmd_evaluate(args: a.EvaluateArgs) -> int:
     recipe = args.load_recipe()
     from mmpc import evaluation, pipeline
-    from mmpc.training.engine import resolve_device
+    from mmpc.models.batching import resolve_device
 
     catalog = pipeline.open_catalog(args.catalog, recipe, args.workdir)
     result = evaluation.run_evaluation(

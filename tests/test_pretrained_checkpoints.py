@@ -15,12 +15,12 @@ from safetensors.torch import load_file
 from transformers import CamembertTokenizer, FlaubertTokenizer
 
 from mmpc.models import pretrained, store
+from mmpc.models.batching import resolve_device
 from mmpc.models.image import ImageClassifier
 from mmpc.models.runners import TextRunner
 from mmpc.models.text import build_backbone
 from mmpc.models.tokenizer import load_tokenizer
 from mmpc.recipe import from_dict
-from mmpc.training.engine import resolve_device
 from mmpc.training.level1 import RunOptions, train_text
 
 TEXTS = [

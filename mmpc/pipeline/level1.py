@@ -21,13 +21,14 @@ from mmpc import kinds, orphans, tracking
 from mmpc import tags as tag
 from mmpc.catalog import Catalog
 from mmpc.models import pretrained
+from mmpc.models.batching import resolve_device
 from mmpc.pipeline import runs
 from mmpc.pipeline.inference import download_level1, predict_rows, request_example
 from mmpc.pipeline.keys import checkpoint_folder, training_key
 from mmpc.recipe import ModelConfig, Recipe
 from mmpc.serving import level1_signature
 from mmpc.training import distributed
-from mmpc.training.engine import FitResult, resolve_device, seed_everything
+from mmpc.training.engine import FitResult, seed_everything
 from mmpc.training.level1 import RunOptions
 
 log = logging.getLogger(__name__)

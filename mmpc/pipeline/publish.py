@@ -19,6 +19,7 @@ from mmpc import ensemble, kinds, orphans, stacking, tracking
 from mmpc import tags as tag
 from mmpc.catalog import Catalog
 from mmpc.metrics import macro_f1
+from mmpc.models.batching import resolve_device
 from mmpc.pipeline import runs
 from mmpc.pipeline.inference import download_level1, predict_rows, request_example
 from mmpc.pipeline.keys import publish_key
@@ -26,7 +27,7 @@ from mmpc.pipeline.level1 import PYFUNC_DIR
 from mmpc.pipeline.promote import decide_promotion, no_promotion
 from mmpc.recipe import Recipe
 from mmpc.serving import ensemble_signature
-from mmpc.training.engine import resolve_device, seed_everything
+from mmpc.training.engine import seed_everything
 
 log = logging.getLogger(__name__)
 SPLITS = ("stack", "test")

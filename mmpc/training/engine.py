@@ -56,13 +56,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("the recipe asks for device 'cuda' but no CUDA device is available")
-    return torch.device(name)
-
 
 def to_device(batch, device: torch.device):
     if isinstance(batch, torch.Tensor):
