@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +76,16 @@ def _load_order(folder: Path, names: Sequence[str]) -> list[str]:
     return order
 
 
+@dataclass
+class Timings:
+    """Seconds per stage of a predictor's last call: each member's forward (in run order) and the
+    booster. Benchmarks and profiling read it; it costs two clock reads per stage. Under concurrent
+    calls it holds one of them, a stage of another call mixed in at worst."""
+
+    members: dict[str, float] = field(default_factory=dict)
+    booster: float = 0.0
+
+
 class EnsemblePredictor:
     def __init__(self, folder: str | Path, device: torch.device | None = None):
         folder = Path(folder)
@@ -95,6 +107,7 @@ class EnsemblePredictor:
                 f"{folder}: the booster's features do not match the members {self.members}"
             )
         self._explainer: stacking.Explainer | None = None  # built on the first request that asks
+        self.timings = Timings()  # of the last call
 
     @property
     def uses_images(self) -> bool:
@@ -104,8 +117,11 @@ class EnsemblePredictor:
         """Every member's class probabilities, each backbone run once."""
         probs: dict[str, np.ndarray] = {}
         embeddings: dict[str, np.ndarray] = {}
+        self.timings = Timings()
         for name, model in self.models.items():
+            t0 = time.perf_counter()
             probs[name], emb = model.forward(texts, imgs, embeddings)
+            self.timings.members[name] = time.perf_counter() - t0
             if emb is not None:
                 embeddings[name] = emb
         return probs
@@ -121,7 +137,10 @@ class EnsemblePredictor:
     def _booster_predict(self, X: pd.DataFrame) -> np.ndarray:
         # A float32 array (names checked at load) and one thread: a DataFrame costs ~0.7 ms per call
         # in pandas checks, and LightGBM's thread pool is pure overhead on a few rows.
-        return self.booster.predict(X.to_numpy(np.float32), num_threads=1)
+        t0 = time.perf_counter()
+        probs = self.booster.predict(X.to_numpy(np.float32), num_threads=1)
+        self.timings.booster = time.perf_counter() - t0
+        return probs
 
     def explain(self, X: pd.DataFrame, classes: np.ndarray) -> list[dict[str, float]]:
         """Per-model SHAP contributions to each row's predicted class."""
