@@ -21,6 +21,9 @@ export PATH := $(abspath $(BIN)):$(PATH)
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@# Java 17 runs the Spark engine of `mmpc score` (and its tests); a Debian package.
+	@command -v java >/dev/null 2>&1 || { echo "installing Java 17 (openjdk-17-jre-headless) for Spark"; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

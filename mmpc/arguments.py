@@ -343,3 +343,8 @@ class ScoreArgs(TrackingArgs):
     top_k: int = arg("codes and probabilities kept per product", 3)
     device: Literal["auto", "cpu", "cuda"] = arg("auto: the GPU when there is one, else the CPU", "auto")
     threads: int = arg("CPU threads for the models (0: every core)", 0)
+    engine: Literal["local", "spark"] = arg(
+        "local: this process, chunk by chunk (resumable); spark: mlflow.pyfunc.spark_udf on a Spark master",
+        "local",
+    )
+    spark_master: str = arg("with --engine spark: local[N] or a cluster's master URL", "local[2]")

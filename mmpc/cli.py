@@ -167,6 +167,8 @@ def cmd_score(args: a.ScoreArgs) -> int:
         args.top_k,
         device=args.device,
         threads=args.threads or None,
+        engine=args.engine,
+        spark_master=args.spark_master,
     )
     print(json.dumps({k: manifest[k] for k in ("model", "version", "rows", "run_id")}))
     return 0

@@ -136,7 +136,7 @@ def test_a_file_of_products_with_bad_rows_is_scored_row_by_row(pipeline_run, tmp
         frame = Parts(tmp_path / f"out-{fmt}").read()
         assert out["rows"] == 4 and frame["prdtypecode"].isna().tolist() == [False, True, False, False]
         assert frame["error"].tolist()[1] == "no designation (title)"
-        assert frame["image_status"].tolist() == ["ok", "not_read", "invalid", "missing"]
+        assert frame["image_status"].tolist() == ["ok", "not_read", "invalid", "invalid"]
 
 
 def test_bad_input_is_one_line_and_exit_2(pipeline_run, scored, tmp_path):
@@ -168,3 +168,45 @@ def test_bad_input_is_one_line_and_exit_2(pipeline_run, scored, tmp_path):
         done = _mmpc(*args, env_uri=uri)
         assert done.returncode == 2 and message in done.stderr, done.stderr[-1500:]
         assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+@pytest.fixture(scope="module")
+def spark_scored(pipeline_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("spark") / "out"
+    manifest = scoring.score(
+        pipeline_run["catalog"],
+        out,
+        pipeline_run["workdir"],
+        chunk_rows=300,
+        engine="spark",
+        spark_master="local[2]",
+    )
+    return {"out": out, "manifest": manifest}
+
+
+def test_the_spark_engine_gives_the_local_engines_answers(scored, spark_scored):
+    """mlflow.pyfunc.spark_udf on a real local[2] Spark session, reading the catalog's CSV itself."""
+    local, spark = Parts(scored["out"]).read(), Parts(spark_scored["out"]).read()
+    assert spark_scored["manifest"]["rows"] == len(local) == len(spark)
+    assert spark["productid"].tolist() == local["productid"].tolist()
+    assert spark["prdtypecode"].tolist() == local["prdtypecode"].astype("int64").tolist()
+    np.testing.assert_allclose(spark["probability"], local["probability"], rtol=1e-6)
+    assert spark["top_codes"].map(list).tolist() == local["top_codes"].map(list).tolist()
+    assert spark["image_status"].tolist() == local["image_status"].tolist()
+    run = MlflowClient().get_run(spark_scored["manifest"]["run_id"])
+    assert run.data.params["engine"] == "spark" and run.data.metrics["rows"] == len(local)
+
+
+def test_the_spark_engine_reports_rows_without_a_title(pipeline_run, tmp_path):
+    products = pd.DataFrame(
+        {
+            "productid": [7, 8],
+            "designation": ["Lot de 3 romans policiers", ""],
+            "description": ["poche", None],
+        }
+    )
+    products.to_parquet(tmp_path / "p.parquet", index=False)
+    scoring.score(tmp_path / "p.parquet", tmp_path / "out", pipeline_run["workdir"], engine="spark")
+    frame = Parts(tmp_path / "out").read()
+    assert frame["productid"].tolist() == [7, 8] and frame["error"].tolist()[1] == "no designation (title)"
+    assert pd.notna(frame["prdtypecode"][0]) and pd.isna(frame["prdtypecode"][1])

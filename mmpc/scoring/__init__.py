@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import shutil
 import time
 import warnings
 from dataclasses import asdict
@@ -91,6 +92,35 @@ def _stream(model, source: Source, parts: Parts, job: Job) -> tuple[int, float]:
     return done, time.perf_counter() - started
 
 
+def _version(model: str, version: str):
+    try:
+        return tracking.resolve(model, version)
+    except MlflowException as exc:
+        # A missing version or alias; an unreachable server is not this (it is an outage, exit 3).
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        raise ScoringError(
+            f"{tracking.registered_name(model)} {version}: no such registered version"
+        ) from None
+
+
+def _local(uri: str, source: Source, parts: Parts, job: Job, config: dict) -> tuple[int, float]:
+    if source.image_root is not None:
+        os.environ[IMAGE_ROOT_ENV] = str(source.image_root)  # the pyfunc reads photos under it only
+    return _stream(mlflow.pyfunc.load_model(uri, model_config=config), source, parts, job)
+
+
+def _spark(uri: str, source: Source, parts: Parts, job: Job, config: dict, master: str) -> tuple[int, float]:
+    from mmpc.scoring import spark as engine
+
+    started = time.perf_counter()
+    session = engine.session(master, job.chunk_rows)
+    rows, staging = engine.score(session, uri, source, job, parts.folder, config)
+    parts.adopt(sorted(staging.glob("part-*.parquet")))
+    shutil.rmtree(staging, ignore_errors=True)
+    return rows, time.perf_counter() - started
+
+
 def score(
     location: str | Path,
     output: str | Path,
@@ -101,41 +131,39 @@ def score(
     top_k: int = 3,
     device: str = "auto",
     threads: int | None = None,
+    engine: str = "local",
+    spark_master: str = "local[2]",
 ) -> dict[str, Any]:
     """Score every product of ``location`` with a registered version into ``output``; returns the
     manifest. An unchanged input already scored by the same version does nothing. ``device``: auto
-    (the GPU when present), cpu or cuda; ``threads``: CPU threads (default: every core)."""
+    (the GPU when present), cpu or cuda; ``threads``: CPU threads (default: every core); ``engine``:
+    local (this process, resumable part by part) or spark (``spark_master``: local[N] or a cluster)."""
     tracking.configure(workdir)
-    try:
-        mv = tracking.resolve(model, version)
-    except MlflowException as exc:
-        # A missing version or alias; an unreachable server is not this (it is an outage, exit 3).
-        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise
-        raise ScoringError(
-            f"{tracking.registered_name(model)} {version}: no such registered version"
-        ) from None
+    mv = _version(model, version)
     source = open_source(location, Path(workdir) / "catalogs")
-    job = Job(mv.name, str(mv.version), str(location), source.fingerprint(), chunk_rows, top_k)
+    job = Job(mv.name, str(mv.version), str(location), source.fingerprint(), chunk_rows, top_k, engine)
     parts = Parts(Path(output))
     resume_id = parts.start(job, None)
     if (manifest := parts.manifest()) is not None:
         log.info("scoring: %s already holds this job's scores (%d rows)", parts.folder, manifest["rows"])
         return manifest
-    if source.image_root is not None:
-        os.environ[IMAGE_ROOT_ENV] = str(source.image_root)  # the pyfunc reads photos under it only
     # One job owns the machine: every core (or the GPU), unlike a server's one thread per request.
-    config = {"device": device, "torch_threads": threads or os.cpu_count() or 1}
-    loaded = mlflow.pyfunc.load_model(f"models:/{mv.name}/{mv.version}", model_config=config)
+    # A Spark task is one Python worker of N sharing the cores: one thread each unless asked.
+    default_threads = 1 if engine == "spark" else os.cpu_count() or 1
+    config = {"device": device, "torch_threads": threads or default_threads}
+    uri = f"models:/{mv.name}/{mv.version}"
     with _run(job, parts, resume_id, str(location), source) as run:
-        rows_now, seconds = _stream(loaded, source, parts, job)
-        signals = monitor.metrics(
-            monitor.accumulate(sorted(parts.folder.glob("part-*.parquet"))), _train_mix(mv)
-        )
-        mlflow.log_metrics({**signals, "rows_this_attempt": rows_now, "seconds": seconds})
-        if rows_now:
-            mlflow.log_metric("products_per_second", rows_now / max(seconds, 1e-9))
-        manifest = parts.finish(
-            {**asdict(job), "rows": int(signals["rows"]), "run_id": run.info.run_id, **signals}
-        )
-    return manifest
+        if engine == "spark":
+            rows_now, seconds = _spark(uri, source, parts, job, config, spark_master)
+        else:
+            rows_now, seconds = _local(uri, source, parts, job, config)
+        return _finish(mv, parts, job, run.info.run_id, rows_now, seconds)
+
+
+def _finish(mv, parts: Parts, job: Job, run_id: str, rows_now: int, seconds: float) -> dict[str, Any]:
+    """Monitoring signals over every part, the run's metrics, and the manifest, written last."""
+    signals = monitor.metrics(monitor.accumulate(sorted(parts.folder.glob("part-*.parquet"))), _train_mix(mv))
+    mlflow.log_metrics({**signals, "rows_this_attempt": rows_now, "seconds": seconds})
+    if rows_now:
+        mlflow.log_metric("products_per_second", rows_now / max(seconds, 1e-9))
+    return parts.finish({**asdict(job), **signals, "rows": int(signals["rows"]), "run_id": run_id})

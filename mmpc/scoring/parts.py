@@ -34,6 +34,7 @@ class Job:
     fingerprint: str  # content digest of the input
     chunk_rows: int
     top_k: int
+    engine: str = "local"
 
     def same_work(self, other: dict[str, Any]) -> bool:
         return all(other.get(k) == v for k, v in asdict(self).items())
@@ -86,6 +87,11 @@ class Parts:
         tmp = final.with_name(f".{final.name}.tmp")
         frame.to_parquet(tmp, index=False)
         os.replace(tmp, final)
+
+    def adopt(self, files: list[Path]) -> None:
+        """Another writer's Parquet files (Spark's), moved in as this folder's parts, in order."""
+        for index, path in enumerate(files):
+            os.replace(path, self.part(index))
 
     def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
         parts = sorted(p.name for p in self.folder.glob("part-*.parquet"))

@@ -70,8 +70,9 @@ class Source:
             names = [v if isinstance(v, str) and v else None for v in frame["image"]]
         else:
             return [None] * len(frame)
-        # A photo that is not there is `missing`, not `invalid`: the product is scored on its text.
-        return [n if n and (self.image_root / n).is_file() else None for n in names]
+        # Named, the photo is read by the model: one it cannot read (or that is not there) is `invalid`,
+        # as over HTTP; either way the product is scored on its text.
+        return names
 
     def fingerprint(self) -> str:
         """Content digest of the table and the names and sizes of the photos: an unchanged input

@@ -1,0 +1,122 @@
+"""The Spark engine: the same job through ``mlflow.pyfunc.spark_udf`` on ``local[N]`` or a cluster.
+
+Spark reads the input (the catalog's CSV, a CSV or a Parquet file), the registered model scores each
+Arrow batch in the executors' Python workers (the model carries its own code: executors need no
+mmpc), and Spark writes the Parquet parts. The output has the local engine's columns and answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from mmpc.scoring.local import OUTPUT_COLUMNS
+from mmpc.scoring.parts import Job
+from mmpc.scoring.sources import Source
+from mmpc.serving_input import IMAGE_ROOT_ENV
+
+log = logging.getLogger(__name__)
+
+NO_TITLE = "no designation (title)"
+# The ensemble's answer without SHAP contributions (an optional output that batch jobs do not ask for).
+RESULT_TYPE = (
+    "prdtypecode long, probability double, top_codes array<long>, top_probabilities array<double>, "
+    "image_status string"
+)
+
+
+def session(master: str, chunk_rows: int):
+    from pyspark.sql import SparkSession
+
+    if master.startswith("local"):
+        # Local workers run this interpreter (its libraries), not whichever python3 is first on PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    return (
+        SparkSession.builder.master(master)
+        .appName("mmpc-score")
+        # A pandas UDF batch is one request to the model: within its row limit, like a local chunk.
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(chunk_rows))
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+
+
+def read(spark, source: Source):
+    """The products as a Spark DataFrame with the request columns, ``productid`` and ``row`` (input order)."""
+    from pyspark.sql import functions as F
+
+    if source.table.suffix == ".parquet":
+        frame = spark.read.parquet(str(source.table))
+    else:  # RFC 4180 CSV, quoted fields spanning lines, as pandas reads it
+        frame = spark.read.csv(str(source.table), header=True, multiLine=True, escape='"', inferSchema=False)
+    frame = frame.withColumn("row", F.monotonically_increasing_id())
+    if source.catalog_layout:
+        image = F.concat(
+            F.lit("image_"), F.col("imageid"), F.lit("_product_"), F.col("productid"), F.lit(".jpg")
+        )
+    elif "image" in frame.columns and source.image_root is not None:
+        image = F.when(F.length(F.col("image")) > 0, F.col("image"))
+    else:
+        image = F.lit(None).cast("string")
+    description = F.col("description") if "description" in frame.columns else F.lit(None).cast("string")
+    return frame.select(
+        F.col("row"),
+        F.col("productid").cast("long").alias("productid"),
+        F.col("designation").cast("string").alias("designation"),
+        description.cast("string").alias("description"),
+        image.cast("string").alias("image"),
+    )
+
+
+def score(
+    spark, model_uri: str, source: Source, job: Job, out: Path, model_config: dict[str, Any]
+) -> tuple[int, Path]:
+    """Scores every product into a staging folder next to ``out`` (Spark's part files, in input
+    order); returns the rows written and the folder."""
+    import mlflow
+    from pyspark.sql import functions as F
+
+    env = {IMAGE_ROOT_ENV: str(source.image_root)} if source.image_root else None
+    udf = mlflow.pyfunc.spark_udf(
+        spark,
+        model_uri,
+        result_type=RESULT_TYPE,
+        env_manager="local",
+        params={"top_k": job.top_k},
+        extra_env=env,
+        model_config=model_config,
+    )
+    products = read(spark, source)
+    titled = F.length(F.trim(F.coalesce(F.col("designation"), F.lit("")))) > 0
+    request = F.struct(F.col("designation"), F.col("description"), F.col("image"))
+    scored = products.where(titled).withColumn("p", udf(request))
+    scored = scored.select(
+        "row",
+        "productid",
+        F.col("p.prdtypecode").alias("prdtypecode"),
+        F.col("p.probability").alias("probability"),
+        F.col("p.top_codes").alias("top_codes"),
+        F.col("p.top_probabilities").alias("top_probabilities"),
+        F.col("p.image_status").alias("image_status"),
+        F.lit(None).cast("string").alias("error"),
+    )
+    untitled = products.where(~titled).select(
+        "row",
+        "productid",
+        F.lit(None).cast("long").alias("prdtypecode"),
+        F.lit(None).cast("double").alias("probability"),
+        F.array().cast("array<long>").alias("top_codes"),
+        F.array().cast("array<double>").alias("top_probabilities"),
+        F.when(F.col("image").isNull(), "missing").otherwise("not_read").alias("image_status"),
+        F.lit(NO_TITLE).alias("error"),
+    )
+    result = scored.unionByName(untitled).orderBy("row").drop("row")
+    result = result.withColumn("model", F.lit(job.model)).withColumn("version", F.lit(job.version))
+    staging = out.with_name(f".{out.name}.spark")
+    shutil.rmtree(staging, ignore_errors=True)
+    result.select(*OUTPUT_COLUMNS).write.parquet(str(staging))
+    return spark.read.parquet(str(staging)).count(), staging
