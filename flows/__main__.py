@@ -3,6 +3,8 @@
 ``python -m flows retrain --catalog PATH|s3://bucket/prefix [--recipe demo] [--workdir DIR] ...``
     runs the whole pipeline once (ephemeral Prefect, or the server named by ``PREFECT_API_URL``);
     also the MLproject's ``retrain`` entry point, whose run then holds the pipeline's.
+``python -m flows score --catalog PATH --root DIR [--version @champion]``
+    scores the products that are new or changed since the version last scored them;
 ``python -m flows serve --catalog ... [--cron "0 3 * * 1"]``
     serves the ``retrain`` deployment on this machine with ``flow.serve``: the schedule fires and
     runs triggered from the Prefect UI or ``prefect deployment run`` execute here, until stopped.
@@ -64,9 +66,21 @@ def run_serve(args: a.ServeArgs) -> int:
     return 0
 
 
-TITLE = "mmpc's Prefect flows: the whole pipeline once, or served on a schedule"
+def run_score(args: a.ScoreFlowArgs) -> int:
+    args.reach_tracking()
+    from flows.score import score
+
+    result = score(**args.flow_parameters())
+    manifest = result["manifest"] or {}
+    print(json.dumps({"total": result["total"], "changed": result["changed"], "output": result["output"],
+                      "run_id": manifest.get("run_id")}))  # fmt: skip
+    return 0
+
+
+TITLE = "mmpc's Prefect flows: the whole pipeline once, or served on a schedule; nightly scoring"
 COMMANDS = {
     "retrain": cli.Command(a.RetrainArgs, run_retrain, "the whole pipeline, once"),
+    "score": cli.Command(a.ScoreFlowArgs, run_score, "score the new and changed products of a catalog, once"),
     "serve": cli.Command(a.ServeArgs, run_serve, "serve the retrain deployment on a schedule (flow.serve)"),
 }
 

@@ -348,3 +348,22 @@ class ScoreArgs(TrackingArgs):
         "local",
     )
     spark_master: str = arg("with --engine spark: local[N] or a cluster's master URL", "local[2]")
+
+
+@dataclass(kw_only=True)
+class ScoreFlowArgs(TrackingArgs, CatalogArgs):
+    root: str = arg("scoring root: the index of scored products and one dated folder per run")
+    model: str = arg("registered model, without the mmpc- prefix", "ensemble")
+    version: str = arg("version number or @alias", "@champion")
+    engine: Literal["local", "spark"] = arg("local or spark (local[2])", "local")
+
+    def flow_parameters(self) -> dict[str, Any]:
+        """The ``score`` flow's parameters (also its nightly deployment's)."""
+        return {
+            "catalog": self.catalog,
+            "root": self.root,
+            "workdir": self.workdir,
+            "model": self.model,
+            "version": self.version,
+            "engine": self.engine,
+        }

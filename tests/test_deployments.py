@@ -170,6 +170,45 @@ def test_prefect_yaml_deployment_is_scheduled_and_a_triggered_run_completes(serv
         assert start > now and start.weekday() == 0 and (start.hour, start.minute) == (3, 0)
 
 
+def test_the_nightly_scoring_deployment_is_scheduled(server):
+    env = {
+        **server["env"],
+        "MMPC_CATALOG": str(server["catalog"]),
+        "MMPC_WORKDIR": str(server["workdir"]),
+        "MMPC_SCORES": str(server["root"] / "scores"),
+    }
+    prefect = str(BIN / "prefect")
+    subprocess.run(
+        [prefect, "work-pool", "create", "mmpc-local", "--type", "process"], env=env, capture_output=True
+    )
+    deployed = subprocess.run(
+        [
+            prefect,
+            "--no-prompt",
+            "deploy",
+            "--prefect-file",
+            "flows/prefect.yaml",
+            "--name",
+            "mmpc-score-nightly",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    with _client(server["api"]) as client:
+        deployment = client.read_deployment_by_name("score/mmpc-score-nightly")
+        assert [s.schedule.cron for s in deployment.schedules] == ["0 2 * * *"]
+        assert deployment.parameters["root"] == str(server["root"] / "scores")
+        assert deployment.parameters["version"] == "@champion"
+    upcoming = _scheduled(server["api"], deployment.id)
+    assert upcoming and all(
+        (r.expected_start_time.hour, r.expected_start_time.minute) == (2, 0) for r in upcoming
+    )
+
+
 def test_flow_serve_on_one_box_runs_a_triggered_run_and_lists_the_schedule(server):
     log = open(server["root"] / "serve.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(

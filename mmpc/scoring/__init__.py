@@ -133,6 +133,7 @@ def score(
     threads: int | None = None,
     engine: str = "local",
     spark_master: str = "local[2]",
+    image_root: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score every product of ``location`` with a registered version into ``output``; returns the
     manifest. An unchanged input already scored by the same version does nothing. ``device``: auto
@@ -140,7 +141,7 @@ def score(
     local (this process, resumable part by part) or spark (``spark_master``: local[N] or a cluster)."""
     tracking.configure(workdir)
     mv = _version(model, version)
-    source = open_source(location, Path(workdir) / "catalogs")
+    source = open_source(location, Path(workdir) / "catalogs", image_root)
     job = Job(mv.name, str(mv.version), str(location), source.fingerprint(), chunk_rows, top_k, engine)
     parts = Parts(Path(output))
     resume_id = parts.start(job, None)

@@ -85,13 +85,14 @@ class Source:
         return h.hexdigest()
 
 
-def open_source(location: str | Path, cache_root: Path) -> Source:
-    """A catalog folder, a .csv or .parquet file (images under its folder), or ``s3://`` of either."""
+def open_source(location: str | Path, cache_root: Path, image_root: str | Path | None = None) -> Source:
+    """A catalog folder, a .csv or .parquet file (images under ``image_root``, by default its own
+    folder), or ``s3://`` of either."""
     path = locations.materialize(location, cache_root)
     if path.is_file():
         if path.suffix not in TABLE_SUFFIXES:
             raise SourceError(f"{location}: expected a .csv or .parquet file, or a catalog folder")
-        return Source(path, path.parent, catalog_layout=False)
+        return Source(path, Path(image_root) if image_root else path.parent, catalog_layout=False)
     if path.is_dir():
         table = path / "X_train_update.csv"
         tables = [table] if table.is_file() else sorted(path.glob("X_*.csv"))
