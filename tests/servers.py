@@ -91,17 +91,7 @@ def served_model(
     model_uri: str, env: Mapping[str, str], log_path: Path, timeout: float = 120
 ) -> AbstractContextManager[Server]:
     """``mlflow models serve -m model_uri``, as a user runs it (see ``background_server``)."""
-    argv = [
-        str(BIN / "mlflow"),
-        "models",
-        "serve",
-        "-m",
-        model_uri,
-        "--env-manager",
-        "local",
-        "--workers",
-        "1",
-    ]
+    argv = processes.mlflow_serve_argv(model_uri)
     return background_server(argv, "/ping", env, log_path, "mlflow models serve", timeout)
 
 

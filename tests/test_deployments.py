@@ -125,6 +125,21 @@ def _scheduled(api: str, deployment_id) -> list:
         time.sleep(1)
 
 
+def _deploy(name: str, env: dict[str, str]) -> None:
+    """``prefect deploy`` of one deployment of flows/prefect.yaml, as its header says to run it."""
+    argv = [
+        str(BIN / "prefect"),
+        "--no-prompt",
+        "deploy",
+        "--prefect-file",
+        "flows/prefect.yaml",
+        "--name",
+        name,
+    ]
+    deployed = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+
+
 def test_prefect_yaml_deployment_is_scheduled_and_a_triggered_run_completes(server):
     env = {**server["env"], "MMPC_CATALOG": str(server["catalog"]), "MMPC_WORKDIR": str(server["workdir"])}
     prefect = str(BIN / "prefect")
@@ -135,15 +150,7 @@ def test_prefect_yaml_deployment_is_scheduled_and_a_triggered_run_completes(serv
         capture_output=True,
         timeout=120,
     )
-    deployed = subprocess.run(
-        [prefect, "--no-prompt", "deploy", "--prefect-file", "flows/prefect.yaml", "--name", "mmpc-retrain"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    _deploy("mmpc-retrain", env)
 
     with _client(server["api"]) as client:
         deployment = client.read_deployment_by_name("retrain/mmpc-retrain")
@@ -181,23 +188,7 @@ def test_the_nightly_scoring_deployment_is_scheduled(server):
     subprocess.run(
         [prefect, "work-pool", "create", "mmpc-local", "--type", "process"], env=env, capture_output=True
     )
-    deployed = subprocess.run(
-        [
-            prefect,
-            "--no-prompt",
-            "deploy",
-            "--prefect-file",
-            "flows/prefect.yaml",
-            "--name",
-            "mmpc-score-nightly",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    _deploy("mmpc-score-nightly", env)
     with _client(server["api"]) as client:
         deployment = client.read_deployment_by_name("score/mmpc-score-nightly")
         assert [s.schedule.cron for s in deployment.schedules] == ["0 2 * * *"]

@@ -7,36 +7,16 @@ from __future__ import annotations
 import lightgbm as lgb
 import numpy as np
 from PIL import Image
+from test_ensemble import CODES, _image_folder, _text_folder
 
-from mmpc import ensemble, kinds, stacking
-from mmpc.kinds.image import ImageModelConfig
-from mmpc.kinds.text import TextModelConfig, TokenizerConfig
+from mmpc import ensemble, stacking
 from mmpc.serving_input import ParsedRequest
-
-CODES = [10, 40, 50]
-TEXT = TextModelConfig(
-    backbone_type="camembert",
-    backbone_config={
-        "hidden_size": 16,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 32,
-        "max_position_embeddings": 40,
-    },
-    max_len=16,
-    tokenizer=TokenizerConfig(train_vocab_size=200),
-)
 
 
 def _ensemble(tmp_path):
     folders = {
-        "text": kinds.build(TEXT, "text", CODES, tmp_path / "text", ["livre roman", "console jeu"] * 20),
-        "image": kinds.build(
-            ImageModelConfig(arch="test_byobnet", pretrained=False, img_size=32),
-            "image",
-            CODES,
-            tmp_path / "image",
-        ),
+        "text": _text_folder(tmp_path / "text", seed=0),
+        "image": _image_folder(tmp_path / "image"),
     }
     names = stacking.feature_names(list(folders), CODES)
     X = np.random.default_rng(0).random((60, len(names)))

@@ -32,17 +32,7 @@ def model_server(
     """``mlflow models serve`` of one registered model on a free port, started, not yet waited for."""
     env = {**os.environ, **extra_env, "MLFLOW_TRACKING_URI": tracking_uri}
     env["PATH"] = str(BIN) + os.pathsep + os.environ["PATH"]  # uvicorn from this environment
-    argv = [
-        str(BIN / "mlflow"),
-        "models",
-        "serve",
-        "-m",
-        model_uri,
-        "--env-manager",
-        "local",
-        "--workers",
-        "1",
-    ]
+    argv = processes.mlflow_serve_argv(model_uri)
     return processes.serve_http(
         argv, what=f"mlflow models serve ({name})", env=env, log_file=logdir / f"serve-{name}.log",
         health_path="/ping", wait=False,

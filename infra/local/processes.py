@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -32,6 +33,23 @@ HOST = "127.0.0.1"
 
 class ServiceError(RuntimeError):
     """A service that would not start, answer or stop; the message names it and its log file."""
+
+
+def mlflow_serve_argv(model_uri: str, workers: int = 1) -> list[str]:
+    """``mlflow models serve`` of a registered model with this environment's MLflow, as a user runs it
+    (``--env-manager local``: the interpreter's own libraries; add ``--port``)."""
+    mlflow = Path(sys.executable).with_name("mlflow")
+    return [
+        str(mlflow),
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "--workers",
+        str(workers),
+    ]
 
 
 def free_port(exclude: set[int] | None = None) -> int:

@@ -27,8 +27,9 @@ from mmpc.models.text import TextClassifier, load_backbone
 from mmpc.models.tokenizer import load_tokenizer
 
 
-class TextRunner(Member):
-    """A text folder: its tokenizer, backbone and head; probabilities and first-token embeddings."""
+class _FolderRunner(Member):
+    """A neural level-1 folder: its meta, the device and batch size; ``_place`` loads the weights
+    (checked against their digest) into the built module and moves it to the device."""
 
     def __init__(
         self,
@@ -37,17 +38,31 @@ class TextRunner(Member):
         batch_size: int = 64,
         shared: Mapping[str, str] | None = None,
     ):
-        folder = Path(folder)
-        self.folder = folder
-        self.meta: TextMeta = kinds.read_meta(folder)
+        self.folder = Path(folder)
+        self.meta = kinds.read_meta(self.folder)
         self.device = device or torch.device("cpu")
         self.batch_size = batch_size
-        self.tokenizer = load_tokenizer(folder / "tokenizer")
-        backbone = load_backbone(folder / "backbone")
+
+    def _place(self, module: torch.nn.Module) -> torch.nn.Module:
+        store.load_weights(self.folder, module)
+        return module.to(self.device).eval()
+
+
+class TextRunner(_FolderRunner):
+    """A text folder: its tokenizer, backbone and head; probabilities and first-token embeddings."""
+
+    meta: TextMeta
+
+    def __init__(
+        self, folder: str | Path, device: torch.device | None = None, batch_size: int = 64, shared=None
+    ):
+        super().__init__(folder, device, batch_size)
+        self.tokenizer = load_tokenizer(self.folder / "tokenizer")
         m = self.meta
-        self.model = TextClassifier(backbone, len(m.codes), m.head, m.max_len, m.dropout)
-        store.load_weights(folder, self.model)
-        self.model.to(self.device).eval()
+        classifier = TextClassifier(
+            load_backbone(self.folder / "backbone"), len(m.codes), m.head, m.max_len, m.dropout
+        )
+        self.model = self._place(classifier)
         self.collate = TextCollator(self.tokenizer.pad_token_id)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
@@ -77,26 +92,17 @@ class TextRunner(Member):
         return probs, emb
 
 
-class ImageRunner(Member):
+class ImageRunner(_FolderRunner):
     """An image folder: the timm classifier and its eval transform; probabilities and pooled features."""
 
+    meta: ImageMeta
     uses_images = True
 
     def __init__(
-        self,
-        folder: str | Path,
-        device: torch.device | None = None,
-        batch_size: int = 64,
-        shared: Mapping[str, str] | None = None,
+        self, folder: str | Path, device: torch.device | None = None, batch_size: int = 64, shared=None
     ):
-        folder = Path(folder)
-        self.folder = folder
-        self.meta: ImageMeta = kinds.read_meta(folder)
-        self.device = device or torch.device("cpu")
-        self.batch_size = batch_size
-        self.model = ImageClassifier(self.meta.arch, len(self.meta.codes), pretrained=False)
-        store.load_weights(folder, self.model)
-        self.model.to(self.device).eval()
+        super().__init__(folder, device, batch_size)
+        self.model = self._place(ImageClassifier(self.meta.arch, len(self.meta.codes), pretrained=False))
         self.cfg = images.ImageTransformConfig(**self.meta.transform)
         self.transform = images.eval_transform(self.cfg)
 
