@@ -210,3 +210,20 @@ def test_the_spark_engine_reports_rows_without_a_title(pipeline_run, tmp_path):
     frame = Parts(tmp_path / "out").read()
     assert frame["productid"].tolist() == [7, 8] and frame["error"].tolist()[1] == "no designation (title)"
     assert pd.notna(frame["prdtypecode"][0]) and pd.isna(frame["prdtypecode"][1])
+
+
+def test_a_level1_model_is_scored_with_the_same_columns_by_both_engines(pipeline_run, tmp_path):
+    """Any registered version: the TF-IDF model's per-code probabilities become the top-k columns."""
+    x = pd.read_csv(Path(pipeline_run["catalog"]) / "X_train_update.csv").head(40)
+    x[["productid", "designation", "description"]].to_csv(tmp_path / "p.csv", index=False)
+    frames = {}
+    for engine in ("local", "spark"):
+        out = tmp_path / engine
+        scoring.score(tmp_path / "p.csv", out, pipeline_run["workdir"], "tfidf", "@candidate", engine=engine)
+        frames[engine] = Parts(out).read()
+    local, spark = frames["local"], frames["spark"]
+    assert local["prdtypecode"].notna().all() and set(local["image_status"]) == {"not_reported"}
+    assert all(len(c) == 3 for c in local["top_codes"])
+    assert spark["prdtypecode"].tolist() == local["prdtypecode"].astype("int64").tolist()
+    np.testing.assert_allclose(spark["probability"], local["probability"], rtol=1e-6)
+    assert spark["top_codes"].map(list).tolist() == local["top_codes"].map(list).tolist()

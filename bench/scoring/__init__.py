@@ -2,7 +2,6 @@
 
 - ``inputs``: generated demo catalogs with photos, CSVs of products without photos, HTTP requests;
 - ``job``: one ``mmpc.scoring.score`` call in a process of its own, reporting its figures;
-- ``level1``: a level-1 model's probabilities as the ensemble's answer columns (local engine);
 - ``memory``: a subprocess run with its process tree's resident memory sampled from ``/proc``;
 - ``runs``: each job of the benchmark through ``job`` and ``memory``, a fresh output each time;
 - ``compare``: the Spark engine's output against the local engine's;

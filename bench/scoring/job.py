@@ -2,7 +2,6 @@
 ``python -m bench.scoring.job '<JSON spec>'`` runs ``mmpc.scoring.score`` with the spec's arguments and
 prints, as its last stdout line, one JSON object: rows, wall seconds of the call, the engine's own
 seconds and products/s (the job's MLflow run metrics) and this process's peak RSS (``ru_maxrss``).
-A level-1 model on the local engine answers through ``bench.scoring.level1`` (see there).
 """
 
 from __future__ import annotations
@@ -20,11 +19,8 @@ MB_PER_KB = 1 / 1024  # ru_maxrss is in kilobytes on Linux
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     from mlflow.tracking import MlflowClient
 
-    from bench.scoring import level1
     from mmpc import scoring
 
-    if spec["model"] != "ensemble" and spec.get("engine", "local") == "local":
-        level1.adapt_level1_answers()
     t0 = time.perf_counter()
     manifest = scoring.score(
         spec["location"],
@@ -47,7 +43,6 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "engine_s": metrics.get("seconds"),
         "engine_products_s": metrics.get("products_per_second"),
         "maxrss_mb": own,
-        "level1_adapter_used": level1.used(),
     }
 
 

@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 KEEP = ("rows", "wall_s", "products_s", "engine_s", "engine_products_s", "maxrss_mb", "tree_peak_mb",
-        "tree_processes", "process_wall_s", "level1_adapter_used")  # fmt: skip
+        "tree_processes", "process_wall_s")  # fmt: skip
 
 
 def _pick(figures: dict[str, Any]) -> dict[str, Any]:

@@ -81,10 +81,14 @@ def _run(job: Job, parts: Parts, resume_id: str | None, location: str, source: S
 def _stream(model, source: Source, parts: Parts, job: Job) -> tuple[int, float]:
     """Scores every chunk not yet written; returns (rows scored now, seconds)."""
     done, started = 0, time.perf_counter()
+    signature = model.metadata.signature
+    takes_params = bool(signature and signature.params)  # the ensemble's top_k; a level-1 model has none
     bar = tqdm(desc=f"scoring {source.name}", unit=" products", dynamic_ncols=True, mininterval=1.0)
     for index, chunk in enumerate(source.chunks(job.chunk_rows)):
         if not parts.done(index):
-            out = score_chunk(lambda x, p: model.predict(x, params=p), chunk, job.top_k)
+            out = score_chunk(
+                lambda x, p: model.predict(x, params=p if takes_params else None), chunk, job.top_k
+            )
             parts.write(index, out.assign(model=job.model, version=job.version))
             done += len(chunk)
         bar.update(len(chunk))

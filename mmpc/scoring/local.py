@@ -41,7 +41,28 @@ def _empty(chunk: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _fill(out: pd.DataFrame, rows: np.ndarray, pred: pd.DataFrame) -> None:
+def level1_answer(probs: pd.DataFrame, top_k: int) -> pd.DataFrame:
+    """A level-1 model's answer (one probability column per code) in the ensemble's columns; a row
+    the model has no answer for (an image model without a photo: NaN) stays without a code."""
+    codes = np.array([int(c) for c in probs.columns])
+    p = probs.to_numpy(dtype=float)
+    answered = ~np.isnan(p).any(axis=1)
+    order = np.argsort(-np.nan_to_num(p, nan=-1.0), axis=1, kind="stable")[:, :top_k]
+    top_p = np.take_along_axis(p, order, axis=1)
+    return pd.DataFrame(
+        {
+            "prdtypecode": pd.Series(codes[order[:, 0]], dtype="Int64").where(answered),
+            "probability": np.where(answered, top_p[:, 0], np.nan),
+            "top_codes": [codes[o].tolist() if a else [] for o, a in zip(order, answered, strict=True)],
+            "top_probabilities": [t.tolist() if a else [] for t, a in zip(top_p, answered, strict=True)],
+            "image_status": "not_reported",  # level-1 models do not say how they read the photo
+        }
+    )
+
+
+def _fill(out: pd.DataFrame, rows: np.ndarray, pred: pd.DataFrame, top_k: int) -> None:
+    if "prdtypecode" not in pred.columns:
+        pred = level1_answer(pred, top_k)
     out.loc[rows, "prdtypecode"] = pred["prdtypecode"].to_numpy()
     out.loc[rows, "probability"] = pred["probability"].to_numpy()
     out.loc[rows, "image_status"] = pred["image_status"].to_numpy()
@@ -63,11 +84,12 @@ def score_chunk(
         return out
     request = chunk.iloc[rows][list(REQUEST_COLUMNS)].reset_index(drop=True)
     try:
-        _fill(out, rows, predict(request, {"top_k": top_k}))
+        _fill(out, rows, predict(request, {"top_k": top_k}), top_k)
     except (RequestError, MlflowException):  # the pyfunc reports a refused request as MlflowException
         for r in rows:  # find the rows the model refuses, one by one
             try:
-                _fill(out, np.array([r]), predict(chunk.iloc[[r]][list(REQUEST_COLUMNS)], {"top_k": top_k}))
+                one = predict(chunk.iloc[[r]][list(REQUEST_COLUMNS)], {"top_k": top_k})
+                _fill(out, np.array([r]), one, top_k)
             except (RequestError, MlflowException) as exc:
                 out.loc[r, "error"] = getattr(exc, "message", str(exc))
     return out

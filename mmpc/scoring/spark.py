@@ -53,7 +53,10 @@ def read(spark, source: Source):
         frame = spark.read.parquet(str(source.table))
     else:  # RFC 4180 CSV, quoted fields spanning lines, as pandas reads it
         frame = spark.read.csv(str(source.table), header=True, multiLine=True, escape='"', inferSchema=False)
+    # The row id fixes input order; then the rows spread over every core (a multi-line CSV is one
+    # partition as read, and one partition is one Python worker).
     frame = frame.withColumn("row", F.monotonically_increasing_id())
+    frame = frame.repartition(spark.sparkContext.defaultParallelism)
     if source.catalog_layout:
         image = F.concat(
             F.lit("image_"), F.col("imageid"), F.lit("_product_"), F.col("productid"), F.lit(".jpg")
@@ -72,38 +75,65 @@ def read(spark, source: Source):
     )
 
 
+def _ensemble_answer(p) -> list:
+    from pyspark.sql import functions as F
+
+    names = ("prdtypecode", "probability", "top_codes", "top_probabilities", "image_status")
+    return [p[n].alias(n) for n in names] + [F.lit(None).cast("string").alias("error")]
+
+
+def _level1_answer(p, codes: list[str], top_k: int) -> list:
+    """A level-1 model's per-code probabilities as the ensemble's columns (``local.level1_answer``)."""
+    from pyspark.sql import functions as F
+
+    pairs = F.array(*[F.struct(p[c].alias("p"), F.lit(int(c)).cast("long").alias("c")) for c in codes])
+    answered = ~F.isnan(p[codes[0]])  # an image model without a photo answers NaN in every column
+    top = F.slice(F.sort_array(pairs, asc=False), 1, top_k)
+    empty_codes, empty_probs = F.array().cast("array<long>"), F.array().cast("array<double>")
+    return [
+        F.when(answered, top[0]["c"]).alias("prdtypecode"),
+        F.when(answered, top[0]["p"]).alias("probability"),
+        F.when(answered, F.transform(top, lambda x: x["c"])).otherwise(empty_codes).alias("top_codes"),
+        F.when(answered, F.transform(top, lambda x: x["p"]))
+        .otherwise(empty_probs)
+        .alias("top_probabilities"),
+        F.lit("not_reported").alias("image_status"),
+        F.lit(None).cast("string").alias("error"),
+    ]
+
+
+def _udf(spark, model_uri: str, source: Source, job: Job, model_config: dict[str, Any]):
+    """(the model as a Spark UDF, its output columns): the ensemble's struct, or one probability
+    column per code for a level-1 model."""
+    import mlflow
+
+    outputs = mlflow.models.get_model_info(model_uri).signature.outputs.input_names()
+    ensemble = "prdtypecode" in outputs
+    udf = mlflow.pyfunc.spark_udf(
+        spark,
+        model_uri,
+        result_type=RESULT_TYPE if ensemble else None,
+        env_manager="local",
+        params={"top_k": job.top_k} if ensemble else None,
+        extra_env={IMAGE_ROOT_ENV: str(source.image_root)} if source.image_root else None,
+        model_config=model_config,
+    )
+    return udf, None if ensemble else outputs
+
+
 def score(
     spark, model_uri: str, source: Source, job: Job, out: Path, model_config: dict[str, Any]
 ) -> tuple[int, Path]:
     """Scores every product into a staging folder next to ``out`` (Spark's part files, in input
     order); returns the rows written and the folder."""
-    import mlflow
     from pyspark.sql import functions as F
 
-    env = {IMAGE_ROOT_ENV: str(source.image_root)} if source.image_root else None
-    udf = mlflow.pyfunc.spark_udf(
-        spark,
-        model_uri,
-        result_type=RESULT_TYPE,
-        env_manager="local",
-        params={"top_k": job.top_k},
-        extra_env=env,
-        model_config=model_config,
-    )
+    udf, codes = _udf(spark, model_uri, source, job, model_config)
     products = read(spark, source)
     titled = F.length(F.trim(F.coalesce(F.col("designation"), F.lit("")))) > 0
-    request = F.struct(F.col("designation"), F.col("description"), F.col("image"))
-    scored = products.where(titled).withColumn("p", udf(request))
-    scored = scored.select(
-        "row",
-        "productid",
-        F.col("p.prdtypecode").alias("prdtypecode"),
-        F.col("p.probability").alias("probability"),
-        F.col("p.top_codes").alias("top_codes"),
-        F.col("p.top_probabilities").alias("top_probabilities"),
-        F.col("p.image_status").alias("image_status"),
-        F.lit(None).cast("string").alias("error"),
-    )
+    p = udf(F.struct(F.col("designation"), F.col("description"), F.col("image")))
+    answer = _ensemble_answer(F.col("p")) if codes is None else _level1_answer(F.col("p"), codes, job.top_k)
+    scored = products.where(titled).withColumn("p", p).select("row", "productid", *answer)
     untitled = products.where(~titled).select(
         "row",
         "productid",
