@@ -45,18 +45,31 @@ def session(master: str, chunk_rows: int):
     )
 
 
-def read(spark, source: Source):
-    """The products as a Spark DataFrame with the request columns, ``productid`` and ``row`` (input order)."""
+def _in_chunks(spark, frame, chunk_rows: int):
+    """Rows numbered in input order, then spread over every core a whole chunk at a time: each Arrow
+    batch the model sees holds the rows of one local-engine chunk, so both engines give the same
+    numbers (a batch's padding and its members' batch statistics are part of the arithmetic). A
+    multi-line CSV is one partition as read, and one partition is one Python worker."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    numbered = frame.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1]))
+    schema = StructType([*frame.schema.fields, StructField("row", LongType(), False)])
+    frame = spark.createDataFrame(numbered, schema).withColumn("chunk", F.floor(F.col("row") / chunk_rows))
+    parts = spark.sparkContext.defaultParallelism
+    return frame.repartitionByRange(parts, "chunk").sortWithinPartitions("row")
+
+
+def read(spark, source: Source, chunk_rows: int):
+    """The products as a Spark DataFrame with the request columns, ``productid`` and ``row`` (input
+    order), laid out a local-engine chunk at a time."""
     from pyspark.sql import functions as F
 
     if source.table.suffix == ".parquet":
         frame = spark.read.parquet(str(source.table))
     else:  # RFC 4180 CSV, quoted fields spanning lines, as pandas reads it
         frame = spark.read.csv(str(source.table), header=True, multiLine=True, escape='"', inferSchema=False)
-    # The row id fixes input order; then the rows spread over every core (a multi-line CSV is one
-    # partition as read, and one partition is one Python worker).
-    frame = frame.withColumn("row", F.monotonically_increasing_id())
-    frame = frame.repartition(spark.sparkContext.defaultParallelism)
+    frame = _in_chunks(spark, frame, chunk_rows)
     if source.catalog_layout:
         image = F.concat(
             F.lit("image_"), F.col("imageid"), F.lit("_product_"), F.col("productid"), F.lit(".jpg")
@@ -129,7 +142,7 @@ def score(
     from pyspark.sql import functions as F
 
     udf, codes = _udf(spark, model_uri, source, job, model_config)
-    products = read(spark, source)
+    products = read(spark, source, job.chunk_rows)
     titled = F.length(F.trim(F.coalesce(F.col("designation"), F.lit("")))) > 0
     p = udf(F.struct(F.col("designation"), F.col("description"), F.col("image")))
     answer = _ensemble_answer(F.col("p")) if codes is None else _level1_answer(F.col("p"), codes, job.top_k)
