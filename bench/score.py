@@ -26,23 +26,15 @@ smallest, Spark within 2x of local, Spark's answers identical to local's).
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `flows`, `infra` and `bench` live at the repository root
 
-# Offline and quiet, before MLflow, transformers or Prefect are imported.
-for _key, _value in {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    "TOKENIZERS_PARALLELISM": "false",
-}.items():
-    os.environ.setdefault(_key, _value)
+from bench.offline import prepare  # noqa: E402
+
+prepare()  # offline and quiet, before MLflow, transformers or Prefect are imported
 
 from bench.scoring.cli import main  # noqa: E402
 

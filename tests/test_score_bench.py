@@ -11,27 +11,18 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "score.py"
 
-# Over demo+fast: one epoch each, a small stacker; the test checks the wiring, not the figures.
-TINY = {
-    "models": {name: {"train": {"epochs": 1}} for name in ("flaubert", "camembert", "seresnext", "fusion")}
-    | {"tfidf": {"calibration_folds": 2}},
-    "stacking": {"num_boost_round": 20, "early_stopping_rounds": 5, "folds": 2},
-}
 TARGETS = {"local_at_least_3x_http", "tfidf_memory_within_10pct", "spark_within_2x_local", "spark_identical"}
 
 
 @pytest.mark.slow
 def test_tiny_run_ends_with_json(tmp_path):
-    overlay = tmp_path / "tiny.yaml"
-    overlay.write_text(yaml.safe_dump(TINY))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env |= {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    argv = ["--tiny", "--recipe", f"demo+fast+{overlay}", "--store-size", "500"]
+    argv = ["--tiny", "--recipe", "demo+fast+tiny", "--store-size", "500"]
     argv += ["--workdir", tmp_path / "work"]
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), *map(str, argv)], capture_output=True, text=True, env=env, timeout=900

@@ -12,31 +12,21 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "serve.py"
 
-# Over demo+fast: one epoch each, a small stacker; the test checks the wiring, not the figures.
-TINY = {
-    "models": {name: {"train": {"epochs": 1}} for name in ("flaubert", "camembert", "seresnext", "fusion")}
-    | {"tfidf": {"calibration_folds": 2}},
-    "stacking": {"num_boost_round": 20, "early_stopping_rounds": 5, "folds": 2},
-}
-
 
 @pytest.mark.slow
 def test_tiny_run_ends_with_json(tmp_path):
-    overlay = tmp_path / "tiny.yaml"
-    overlay.write_text(yaml.safe_dump(TINY))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env |= {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     argv = [
-        *("--recipe", f"demo+fast+{overlay}", "--size", "500", "--workdir", tmp_path / "work"),
+        *("--recipe", "demo+fast+tiny", "--size", "500", "--workdir", tmp_path / "work"),
         *("--batch", "8", "--batches", "2", "--max-s", "5", "--profile-rounds", "4"),
         *("--no-naive-http", "--no-thread-variant", "--clients", "1", "--rounds", "1"),
         *("--http-batch", "4", "--http-requests", "4", "--single", "4"),
-        *("--paper-size", "--paper-recipe", f"demo+fast+{overlay}", "--paper-batch", "4"),
+        *("--paper-size", "--paper-recipe", "demo+fast+tiny", "--paper-batch", "4"),
         *("--paper-batches", "1", "--paper-vocab", "500"),
     ]
     proc = subprocess.run(
