@@ -346,6 +346,14 @@ def test_a_catalog_in_the_bucket_is_mirrored_and_retrained_from_s3(topology, tmp
     assert checked.returncode == 0, checked.stderr[-3000:]
     assert "600 products" in checked.stdout and "fingerprint " in checked.stdout
 
+    # mmpc score reads the same prefix (the mirror), with the model from the servers' registry
+    scores = work / "scores"
+    argv = ["score", location, "--output", str(scores), "--workdir", str(work), "--model", "tfidf"]
+    scored = _module("mmpc.cli", [*argv, "--version", "@candidate"], env)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    manifest = json.loads((scores / "_manifest.json").read_text())
+    assert manifest["rows"] == 600 and manifest["model"] == "mmpc-tfidf" and manifest["parts"]
+
     nowhere = ["train", "tfidf", "--catalog", f"s3://{bucket}/catalogs/none", "--workdir", str(work)]
     missing = _module("mmpc.cli", nowhere, env)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr[-3000:]
