@@ -21,7 +21,6 @@ from mmpc import tags as tag
 log = logging.getLogger(__name__)
 
 
-
 def _start_ticks(pid: int) -> str:
     """The process start time in clock ticks after boot (Linux ``/proc``), or "" where unknown."""
     try:

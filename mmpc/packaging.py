@@ -12,6 +12,8 @@ import ast
 import importlib.metadata
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mmpc import kinds
@@ -97,3 +99,20 @@ def requirements() -> list[str]:
         names |= {top} if top in found else set(found)
     names = sorted(names)
     return [f"{n}=={importlib.metadata.version(n)}" for n in names]
+
+
+@contextmanager
+def own_imports() -> Iterator[None]:
+    """Within: a model may be loaded in a process that runs mmpc itself. MLflow puts a model's
+    ``code_paths`` ahead of everything on ``sys.path`` for good; left there, the process's later
+    imports of mmpc would find the model's copy (a partial closure, maybe of an older version), and
+    so would the worker processes it starts. Afterwards the path is as before and the mmpc modules
+    imported from the copy are forgotten (the loaded model keeps the ones it uses)."""
+    path = list(sys.path)
+    before = {name for name in sys.modules if name == "mmpc" or name.startswith("mmpc.")}
+    try:
+        yield
+    finally:
+        sys.path[:] = path
+        for name in [n for n in sys.modules if (n == "mmpc" or n.startswith("mmpc.")) and n not in before]:
+            del sys.modules[name]

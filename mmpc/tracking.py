@@ -41,13 +41,20 @@ def registered_name(model: str) -> str:
     return f"{REGISTRY_PREFIX}{model}"
 
 
+_WORKDIR_STORE: list[str] = []  # the work-folder store this process last pointed MLflow at
+
+
 def configure(workdir: str | Path) -> str:
-    """Point MLflow at ``MLFLOW_TRACKING_URI`` or the SQLite store in ``workdir``; returns the URI."""
+    """Point MLflow at ``MLFLOW_TRACKING_URI`` or the SQLite store in ``workdir``; returns the URI.
+
+    ``mlflow.set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI`` in the environment: a value this
+    function put there is not the user's choice, so another work folder later gets its own store."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
+    if not uri or uri in _WORKDIR_STORE:
         workdir = Path(workdir).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{workdir / 'mlflow.db'}"
+        _WORKDIR_STORE[:] = [uri]
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri

@@ -5,6 +5,9 @@ its champion, used by the end-to-end and the serving robustness tests."""
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,8 +40,32 @@ def minilm() -> Path:
 
 @pytest.fixture(autouse=True)
 def _no_tracking_leak(monkeypatch):
-    """A test never writes to a tracking server named by the caller's environment."""
+    """A test never writes to a tracking server named by the caller's environment, and starts from
+    the suite's own sys.path (a model loaded in this process puts its code_paths first)."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = list(sys.path)
+    yield
+    sys.path[:] = path
+
+
+@contextmanager
+def on_store(uri: str) -> Iterator[str]:
+    """Within: MLflow's tracking and registry, and every command started, point at ``uri``."""
+    import mlflow
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLFLOW_REGISTRY_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        yield uri
+
+
+@pytest.fixture
+def e2e_store(pipeline_run) -> Iterator[str]:
+    """The session pipeline's MLflow store, named explicitly for the test's duration."""
+    with on_store(pipeline_run["uri"]) as uri:
+        yield uri
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import shutil
 
 import pandas as pd
 import pytest
+from conftest import on_store
 from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
 
@@ -24,7 +25,7 @@ def nights(pipeline_run, tmp_path_factory):
     catalog = root / "catalog"
     shutil.copytree(pipeline_run["catalog"], catalog)
     args = {"catalog": str(catalog), "root": str(root / "scores"), "workdir": str(pipeline_run["workdir"])}
-    with prefect_test_harness():
+    with on_store(pipeline_run["uri"]), prefect_test_harness():
         first = score(**args)
         unchanged = score(**args)
         x = pd.read_csv(catalog / "X_train_update.csv", index_col=0)

@@ -14,6 +14,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import on_store
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -34,8 +35,15 @@ def _mmpc(*args: str, env_uri: str, kill_at: str | None = None) -> subprocess.Co
 @pytest.fixture(scope="module")
 def scored(pipeline_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("scores") / "out"
-    manifest = scoring.score(pipeline_run["catalog"], out, pipeline_run["workdir"], chunk_rows=300)
+    with on_store(pipeline_run["uri"]):
+        manifest = scoring.score(pipeline_run["catalog"], out, pipeline_run["workdir"], chunk_rows=300)
     return {"out": out, "manifest": manifest}
+
+
+@pytest.fixture(autouse=True)
+def _store(e2e_store):
+    """Every test here reads and writes the session pipeline's store."""
+    return e2e_store
 
 
 def test_the_catalog_is_scored_into_parts_with_a_manifest(pipeline_run, scored):

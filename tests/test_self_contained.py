@@ -57,7 +57,7 @@ def _without_mmpc(tmp_path: Path, uri: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_the_champion_answers_where_mmpc_is_not_installed(pipeline_run, tmp_path):
+def test_the_champion_answers_where_mmpc_is_not_installed(pipeline_run, e2e_store, tmp_path):
     request = _request(pipeline_run)
     expected = mlflow.pyfunc.load_model("models:/mmpc-ensemble@champion").predict(request)
     (tmp_path / "probe.py").write_text(PROBE)
@@ -77,7 +77,7 @@ def test_the_champion_answers_where_mmpc_is_not_installed(pipeline_run, tmp_path
 
 
 @pytest.mark.slow
-def test_the_logged_model_holds_its_code_and_lean_requirements(pipeline_run, tmp_path):
+def test_the_logged_model_holds_its_code_and_lean_requirements(pipeline_run, e2e_store, tmp_path):
     local = Path(
         mlflow.artifacts.download_artifacts("models:/mmpc-ensemble@champion", dst_path=str(tmp_path))
     )
@@ -129,3 +129,28 @@ def test_the_device_setting_forces_the_cpu_or_fails_clearly(monkeypatch):
     monkeypatch.delenv(serving.DEVICE_ENV)
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert serving._device(SimpleNamespace(model_config={"device": "auto"})).type == expected
+
+
+@pytest.mark.slow
+def test_loading_a_model_in_mmpcs_own_process_leaves_its_imports_alone(e2e_store):
+    """MLflow puts a model's code first on sys.path for good; mmpc's own loads (scoring, promotion)
+    put the path back, so later imports and the worker processes a flow starts find mmpc itself."""
+    path = list(sys.path)
+    with packaging.own_imports():
+        model = mlflow.pyfunc.load_model("models:/mmpc-ensemble@champion")
+    assert sys.path == path and not any("artifacts/code" in p for p in sys.path)
+    assert len(model.predict(pd.DataFrame({"designation": ["Livre"]}))) == 1
+    import mmpc.models.pretrained  # not in the model's code: found in mmpc itself
+
+    assert "artifacts" not in mmpc.models.pretrained.__file__
+
+
+def test_each_work_folder_gets_its_own_store_in_one_process(tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI: the store configure chose for one work
+    folder must not stick to the next (a user's own MLFLOW_TRACKING_URI still wins)."""
+    from mmpc import tracking
+
+    first = tracking.configure(tmp_path / "a")
+    assert tracking.configure(tmp_path / "b") != first and "/b/" in mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///" + str(tmp_path / "user.db"))
+    assert tracking.configure(tmp_path / "c") == "sqlite:///" + str(tmp_path / "user.db")

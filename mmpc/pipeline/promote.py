@@ -13,7 +13,7 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
-from mmpc import promotion, tracking
+from mmpc import packaging, promotion, tracking
 from mmpc import tags as tag
 from mmpc.catalog import Catalog
 from mmpc.metrics import macro_f1
@@ -26,7 +26,8 @@ def _rescore(catalog: Catalog, test: pd.DataFrame) -> Callable[[ModelVersion], f
     """Scores a registered ensemble on this test split (a champion published on an older catalog)."""
 
     def score(mv: ModelVersion) -> float:
-        model = mlflow.pyfunc.load_model(f"models:/{mv.name}/{mv.version}")
+        with packaging.own_imports():
+            model = mlflow.pyfunc.load_model(f"models:/{mv.name}/{mv.version}")
         preds = []
         for start in range(0, len(test), CHUNK):
             chunk = test.iloc[start : start + CHUNK]

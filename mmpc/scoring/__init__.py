@@ -24,8 +24,8 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.exceptions import MlflowException
 from tqdm import tqdm
 
+from mmpc import packaging, tracking
 from mmpc import tags as tag
-from mmpc import tracking
 from mmpc.scoring import monitor
 from mmpc.scoring.errors import ScoringError
 from mmpc.scoring.local import score_chunk
@@ -111,7 +111,9 @@ def _version(model: str, version: str):
 def _local(uri: str, source: Source, parts: Parts, job: Job, config: dict) -> tuple[int, float]:
     if source.image_root is not None:
         os.environ[IMAGE_ROOT_ENV] = str(source.image_root)  # the pyfunc reads photos under it only
-    return _stream(mlflow.pyfunc.load_model(uri, model_config=config), source, parts, job)
+    with packaging.own_imports():
+        model = mlflow.pyfunc.load_model(uri, model_config=config)
+    return _stream(model, source, parts, job)
 
 
 def _spark(uri: str, source: Source, parts: Parts, job: Job, config: dict, master: str) -> tuple[int, float]:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mmpc import packaging
 from mmpc.scoring.local import OUTPUT_COLUMNS
 from mmpc.scoring.parts import Job
 from mmpc.scoring.sources import Source
@@ -122,15 +123,16 @@ def _udf(spark, model_uri: str, source: Source, job: Job, model_config: dict[str
 
     outputs = mlflow.models.get_model_info(model_uri).signature.outputs.input_names()
     ensemble = "prdtypecode" in outputs
-    udf = mlflow.pyfunc.spark_udf(
-        spark,
-        model_uri,
-        result_type=RESULT_TYPE if ensemble else None,
-        env_manager="local",
-        params={"top_k": job.top_k} if ensemble else None,
-        extra_env={IMAGE_ROOT_ENV: str(source.image_root)} if source.image_root else None,
-        model_config=model_config,
-    )
+    with packaging.own_imports():
+        udf = mlflow.pyfunc.spark_udf(
+            spark,
+            model_uri,
+            result_type=RESULT_TYPE if ensemble else None,
+            env_manager="local",
+            params={"top_k": job.top_k} if ensemble else None,
+            extra_env={IMAGE_ROOT_ENV: str(source.image_root)} if source.image_root else None,
+            model_config=model_config,
+        )
     return udf, None if ensemble else outputs
 
 
