@@ -180,16 +180,28 @@ def test_bad_input_is_one_line_and_exit_2(pipeline_run, scored, tmp_path):
 
 @pytest.fixture(scope="module")
 def spark_scored(pipeline_run, tmp_path_factory):
+    """``mmpc score --engine spark`` as a user runs it: a process of its own, the store named."""
     out = tmp_path_factory.mktemp("spark") / "out"
-    manifest = scoring.score(
-        pipeline_run["catalog"],
-        out,
-        pipeline_run["workdir"],
-        chunk_rows=300,
-        engine="spark",
-        spark_master="local[2]",
+    args = [
+        "score",
+        str(pipeline_run["catalog"]),
+        "--output",
+        str(out),
+        "--workdir",
+        str(pipeline_run["workdir"]),
+    ]
+    done = _mmpc(
+        *args,
+        "--chunk-rows",
+        "300",
+        "--engine",
+        "spark",
+        "--spark-master",
+        "local[2]",
+        env_uri=pipeline_run["uri"],
     )
-    return {"out": out, "manifest": manifest}
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {"out": out, "manifest": json.loads((out / MANIFEST).read_text())}
 
 
 def test_the_spark_engine_gives_the_local_engines_answers(scored, spark_scored):
