@@ -66,6 +66,12 @@ def test_the_catalog_is_scored_into_parts_with_a_manifest(pipeline_run, scored):
     np.testing.assert_allclose(direct["probability"], frame["probability"].head(20), rtol=1e-6)
 
 
+def _score_args(pipeline_run, out: Path) -> list[str]:
+    """``mmpc score`` of the session pipeline's catalog into ``out``, chunks of 300 products."""
+    catalog, workdir = str(pipeline_run["catalog"]), str(pipeline_run["workdir"])
+    return ["score", catalog, "--output", str(out), "--workdir", workdir, "--chunk-rows", "300"]
+
+
 def _requests(x: pd.DataFrame, catalog: Path) -> pd.DataFrame:
     import base64
 
@@ -101,15 +107,7 @@ def test_an_unchanged_input_scored_again_does_nothing(pipeline_run, scored):
 
 def test_killed_mid_job_it_continues_without_redoing_a_part(pipeline_run, scored, tmp_path):
     out = tmp_path / "out"
-    args = [
-        "score",
-        str(pipeline_run["catalog"]),
-        "--output",
-        str(out),
-        "--workdir",
-        str(pipeline_run["workdir"]),
-    ]
-    args += ["--chunk-rows", "300"]
+    args = _score_args(pipeline_run, out)
     killed = _mmpc(*args, env_uri=pipeline_run["uri"], kill_at="score-part")
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert sorted(p.name for p in out.glob("part-*")) == ["part-00000.parquet", "part-00001.parquet"]
@@ -182,18 +180,9 @@ def test_bad_input_is_one_line_and_exit_2(pipeline_run, scored, tmp_path):
 def spark_scored(pipeline_run, tmp_path_factory):
     """``mmpc score --engine spark`` as a user runs it: a process of its own, the store named."""
     out = tmp_path_factory.mktemp("spark") / "out"
-    args = [
-        "score",
-        str(pipeline_run["catalog"]),
-        "--output",
-        str(out),
-        "--workdir",
-        str(pipeline_run["workdir"]),
-    ]
+    args = _score_args(pipeline_run, out)
     done = _mmpc(
         *args,
-        "--chunk-rows",
-        "300",
         "--engine",
         "spark",
         "--spark-master",
