@@ -43,6 +43,7 @@ def _no_tracking_leak(monkeypatch):
     """A test never writes to a tracking server named by the caller's environment, and starts from
     the suite's own sys.path (a model loaded in this process puts its code_paths first)."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)  # set by mlflow.set_registry_uri too
     path = list(sys.path)
     yield
     sys.path[:] = path
