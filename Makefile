@@ -24,6 +24,9 @@ $(STAMP): pyproject.toml
 	@# Java 17 runs the Spark engine of `mmpc score` (and its tests); a Debian package.
 	@command -v java >/dev/null 2>&1 || { echo "installing Java 17 (openjdk-17-jre-headless) for Spark"; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless; }
+	@# nginx is the TLS reverse proxy in front of `mlflow models serve` (the team deployment and its tests).
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { echo "installing nginx (nginx-light)"; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
