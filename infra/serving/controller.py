@@ -63,6 +63,8 @@ def watch(layout: Layout) -> None:
         try:
             outcome = rollout.check_and_roll(layout, conf)
             message = "" if outcome.changed else outcome.message  # a rollout logs its own steps
+        except rollout.VersionFailed:
+            message = ""  # logged with its reason by the rollout
         except rollout.RolloutError as exc:
             message = str(exc).splitlines()[0]
         except Exception as exc:  # a registry outage or the like: keep serving, keep watching

@@ -43,13 +43,11 @@ def _user_line() -> str:
     return f"user nobody {grp.getgrgid(nobody.pw_gid).gr_name};\n"
 
 
-def render(layout: Layout, listen: str, port: int) -> str:
-    tmp = layout.root / "nginx-temp"
-    return f"""# written by infra.serving at each up; the model server is in upstream.conf
-{_user_line()}worker_processes 2;
-worker_shutdown_timeout {DRAIN_TIMEOUT_S}s;
-pid {layout.run / "nginx.pid"};
-error_log {layout.logs / "nginx-error.log"} notice;
+_CONF = """# written by infra.serving at each up; the model server is in upstream.conf
+{user}worker_processes 2;
+worker_shutdown_timeout {drain_s}s;
+pid {run}/nginx.pid;
+error_log {logs}/nginx-error.log notice;
 
 events {{
     worker_connections 1024;
@@ -58,7 +56,7 @@ events {{
 http {{
     log_format mmpc '$remote_addr [$time_iso8601] "$request" $status $body_bytes_sent '
                     '$request_time s upstream=$upstream_addr version=$mmpc_model_version';
-    access_log {layout.logs / "nginx-access.log"} mmpc;
+    access_log {logs}/nginx-access.log mmpc;
     server_tokens off;
     default_type application/json;
 
@@ -68,7 +66,7 @@ http {{
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
 
-    client_max_body_size {MAX_BODY};
+    client_max_body_size {max_body};
     client_body_timeout 60s;
     send_timeout 60s;
     keepalive_timeout 65s;
@@ -80,20 +78,20 @@ http {{
     proxy_set_header X-Forwarded-For $remote_addr;
     proxy_set_header X-Forwarded-Proto https;
     proxy_connect_timeout 5s;
-    proxy_send_timeout {READ_TIMEOUT_S}s;
-    proxy_read_timeout {READ_TIMEOUT_S}s;
+    proxy_send_timeout {read_s}s;
+    proxy_read_timeout {read_s}s;
     proxy_request_buffering off;  # bodies stream to the model server: no temp files
     proxy_max_temp_file_size 0;
     proxy_next_upstream off;  # a prediction is never sent twice
 
-    include {layout.secrets / "auth.conf"};
-    include {layout.upstream_conf};
+    include {secrets}/auth.conf;
+    include {upstream};
 
     server {{
         listen {listen}:{port} ssl;
         server_name localhost;
-        ssl_certificate {layout.tls / "server.pem"};
-        ssl_certificate_key {layout.tls / "server.key"};
+        ssl_certificate {tls}/server.pem;
+        ssl_certificate_key {tls}/server.key;
         ssl_protocols TLSv1.2 TLSv1.3;
         ssl_session_cache shared:mmpc_tls:1m;
 
@@ -116,6 +114,23 @@ http {{
     }}
 }}
 """
+
+
+def render(layout: Layout, listen: str, port: int) -> str:
+    return _CONF.format(
+        user=_user_line(),
+        drain_s=DRAIN_TIMEOUT_S,
+        run=layout.run,
+        logs=layout.logs,
+        tmp=layout.root / "nginx-temp",
+        max_body=MAX_BODY,
+        read_s=READ_TIMEOUT_S,
+        secrets=layout.secrets,
+        upstream=layout.upstream_conf,
+        listen=listen,
+        port=port,
+        tls=layout.tls,
+    )
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,10 @@ class RolloutError(RuntimeError):
     """A rollout that did not happen; the message says why. The old version keeps serving."""
 
 
+class VersionFailed(RolloutError):
+    """The alias's version would not start or answer; recorded in status.json and logged already."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     version: str
@@ -102,13 +106,13 @@ def _roll(
     return Outcome(version, True, f"version {version} serving after {seconds:.1f} s")
 
 
-def _failed(layout: Layout, state: dict, version: str, t0: float, error: str) -> RolloutError:
+def _failed(layout: Layout, state: dict, version: str, t0: float, error: str) -> VersionFailed:
     seconds = round(time.monotonic() - t0, 1)
     state["last_attempt"].update(ok=False, finished=status.now(), seconds=seconds, error=error)
     state.setdefault("failed", {})[version] = status.now()
     status.save(layout, state)
     log.error("version %s not rolled out after %.1f s: %s", version, seconds, error)
-    return RolloutError(f"version {version} not rolled out: {error}")
+    return VersionFailed(f"version {version} not rolled out: {error}")
 
 
 def _switch(layout: Layout, settings: Settings, new: ModelServer) -> None:
