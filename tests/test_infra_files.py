@@ -17,7 +17,7 @@ from servers import REPO
 INFRA = REPO / "infra"
 COMPOSE = yaml.safe_load((INFRA / "compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
-SECRET_WORDS = ("PASSWORD", "SECRET", "ACCESS_KEY", "MC_HOST")
+SECRET_WORDS = ("PASSWORD", "SECRET", "ACCESS_KEY", "MC_HOST", "AUTH_STRING", "TOKEN")
 
 
 def _env(service: str) -> dict[str, str]:
@@ -27,9 +27,10 @@ def _env(service: str) -> dict[str, str]:
 
 
 def test_compose_has_the_whole_topology():
-    assert {"postgres", "minio", "minio-init", "mlflow", "prefect-server", "prefect-worker", "serve"} <= set(
-        SERVICES
-    )
+    assert {
+        "postgres", "minio", "minio-init", "mlflow", "mlflow-accounts", "prefect-server", "prefect-worker",
+        "serve", "proxy",
+    } <= set(SERVICES)  # fmt: skip
     assert SERVICES["mlflow"]["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
     assert SERVICES["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
@@ -72,14 +73,48 @@ def test_mlflow_server_uses_postgres_and_proxies_s3_artifacts():
     assert prefect["PREFECT_SERVER_DATABASE_HOST"] == "postgres"
 
 
-def test_worker_reserves_a_gpu_and_serving_serves_the_champion():
+def test_worker_reserves_a_gpu():
     devices = SERVICES["prefect-worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and devices[0]["capabilities"] == ["gpu"]
     assert "--pool" in SERVICES["prefect-worker"]["command"]
-    serve = SERVICES["serve"]["command"]
-    assert serve[:3] == ["mlflow", "models", "serve"] and "models:/mmpc-ensemble@champion" in serve
+
+
+def test_scoring_goes_through_nginx_with_tls_and_follows_the_champion():
+    serve, proxy = SERVICES["serve"], SERVICES["proxy"]
+    script = " ".join(serve["command"])
+    assert "python -m infra.serving --root /srv/serving prepare" in script and "infra.serving" in script
+    assert script.rstrip().endswith("watch")  # the controller: rolls each new @champion out
     assert _env("serve")["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert _env("serve")["MLFLOW_TRACKING_USERNAME"] == "reader"  # serving only reads the registry
     assert not [k for k in _env("serve") if k.startswith("AWS_")]  # artifacts come through the server
+    # nginx's official image shares the controller's network and pids: it alone publishes a port
+    # (8443, TLS), reaches the loopback model servers, and takes the controller's SIGHUP
+    assert proxy["image"].startswith("nginx:") and "ports" not in proxy
+    assert proxy["network_mode"] == "service:serve" and proxy["pid"] == "service:serve"
+    assert [p.rsplit(":", 1)[1] for p in serve["ports"]] == ["8443"]
+    assert "nginx -p /srv/serving -c /srv/serving/nginx.conf" in " ".join(proxy["command"])
+    assert {"serving:/srv/serving"} <= set(serve["volumes"]) & set(proxy["volumes"])
+
+
+def test_servers_require_credentials_and_clients_bring_them():
+    mlflow = _env("mlflow")
+    assert "--app-name=basic-auth" in SERVICES["mlflow"]["command"]
+    assert mlflow["MLFLOW_AUTH_ADMIN_PASSWORD"].startswith("${MLFLOW_ADMIN_PASSWORD:?")
+    assert mlflow["MLFLOW_FLASK_SERVER_SECRET_KEY"].startswith("${")
+    ini = (INFRA / "mlflow" / "basic_auth.ini").read_text()
+    assert "default_permission = READ" in ini  # the admin's password: MLFLOW_AUTH_ADMIN_PASSWORD only
+    assert not re.search(r"^\s*admin_password\s*=", ini, re.M) and "@postgres" in ini and ":@" not in ini
+    mount = SERVICES["mlflow"]["volumes"][0].split(":")
+    assert mount[1] == mlflow["MLFLOW_AUTH_CONFIG_PATH"] and (INFRA / mount[0]).resolve() == (
+        INFRA / "mlflow" / "basic_auth.ini"
+    )
+    assert "mlflow_auth" in (INFRA / "postgres" / "init-databases.sh").read_text()
+    assert _env("prefect-server")["PREFECT_SERVER_API_AUTH_STRING"].startswith("${PREFECT_AUTH_STRING:?")
+    worker = _env("prefect-worker")
+    assert worker["PREFECT_API_AUTH_STRING"] == _env("prefect-server")["PREFECT_SERVER_API_AUTH_STRING"]
+    assert worker["MLFLOW_TRACKING_USERNAME"] == "training" and "PREFECT_API_KEY" not in worker
+    accounts = _env("mlflow-accounts")
+    assert {"MLFLOW_ADMIN_PASSWORD", "MLFLOW_TRAINING_PASSWORD", "MLFLOW_READER_PASSWORD"} <= set(accounts)
 
 
 def test_dockerfile_targets_exist_and_pin_pyprojects_mlflow():
@@ -93,7 +128,8 @@ def test_dockerfile_targets_exist_and_pin_pyprojects_mlflow():
             ).resolve() == (INFRA / "docker" / "Dockerfile")
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     pins = {Requirement(d).name: Requirement(d).specifier for d in deps}
-    installed = [Requirement(r) for r in re.findall(r'"([A-Za-z0-9_.-]+[<>=!~][^"]*)"', dockerfile)]
+    quoted = re.findall(r'"([A-Za-z0-9_.-]+(?:\[[a-z,]+\])?[<>=!~][^"]*)"', dockerfile)  # name[extras]==pin
+    installed = [Requirement(r) for r in quoted]
     assert {r.name for r in installed} == {"mlflow", "psycopg2-binary", "boto3"}
     for req in installed:
         assert req.specifier == pins[req.name], req.name

@@ -13,3 +13,6 @@ CREATE ROLE :"name" LOGIN PASSWORD :'password';
 CREATE DATABASE :"name" OWNER :"name";
 SQL
 done
+# The MLflow server's users and permissions (its basic-auth app), beside its runs.
+psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
+    -c 'CREATE DATABASE mlflow_auth OWNER mlflow;'
