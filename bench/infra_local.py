@@ -3,12 +3,15 @@ migrations), a second ``up`` (nothing to do), ``down``, a restart on the existin
 
     python bench/infra_local.py [--rounds 2]
 
-Prints each step with every service's time to healthy, then one JSON line with all figures.
+Prints each step with every service's time to healthy, then one JSON line with all figures. After
+each ``up`` the servers are checked to refuse a client without credentials and to serve the
+``training`` account (MLflow's basic auth, Prefect's auth string).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import shutil
 import statistics
@@ -17,9 +20,34 @@ import tempfile
 import time
 from pathlib import Path
 
+import requests
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from infra.local import Topology
+
+
+def check_auth(topo: Topology) -> None:
+    """The servers refuse an anonymous client and answer the training account."""
+    env = topo.client_env("training")
+    login = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+    token = base64.b64encode(env["PREFECT_API_AUTH_STRING"].encode()).decode()
+
+    def mlflow(auth: tuple[str, str] | None) -> int:
+        url = f"{topo.mlflow_url}/api/2.0/mlflow/experiments/search"
+        return requests.get(url, params={"max_results": 1}, auth=auth, timeout=30).status_code
+
+    def prefect(headers: dict[str, str]) -> int:
+        return requests.post(
+            f"{topo.prefect_api_url}/flows/filter", json={}, headers=headers, timeout=30
+        ).status_code
+
+    codes = (mlflow(None), mlflow(login), prefect({}), prefect({"Authorization": f"Basic {token}"}))
+    if codes != (401, 200, 401, 200):
+        raise SystemExit(
+            f"authentication not as expected (MLflow, MLflow as training, Prefect, Prefect with "
+            f"the auth string): HTTP {codes}, expected (401, 200, 401, 200)"
+        )
 
 
 def one_round() -> dict[str, float]:
@@ -31,6 +59,7 @@ def one_round() -> dict[str, float]:
             t0 = time.monotonic()
             if step.endswith("up"):
                 report = topo.up()
+                check_auth(topo)
                 for s in report.services:
                     if s.started:
                         figures[f"{step}.{s.name}"] = round(s.seconds, 2)

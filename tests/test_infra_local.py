@@ -2,7 +2,9 @@
 (SeaweedFS), an MLflow server on both and a Prefect server on PostgreSQL. The demo pipeline runs
 against it through ``mlflow run . -e retrain``; then the runs and versions are read from PostgreSQL,
 the model files from the bucket (boto3, not MLflow), the champion is served from a fresh process,
-and no credential shows up in runs, logs or command lines."""
+and no credential shows up in runs, artifacts, logs or command lines. Both servers require
+authentication: the pipeline runs as MLflow's ``training`` account with Prefect's auth string, the
+``reader`` account reads but cannot write, and a client without credentials is refused."""
 
 from __future__ import annotations
 
@@ -14,17 +16,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
 import psycopg2
 import pytest
+import requests
 from e2e import LEVEL1
 from mlflow.tracking import MlflowClient
 from servers import REPO, mlflow_run, served_model, user_env
 
 from infra.local import Topology
 from infra.local.processes import alive, port_open
+from infra.local.topology import CLIENT_UNSET, SECRET_ENV
 from mmpc import tracking
 from mmpc.demo_catalog import write_demo_catalog
 from mmpc.labels import RAKUTEN_CODES
@@ -47,19 +53,52 @@ def topology():
     try:
         first = topo.up()
         second = topo.up()
-        yield {"topo": topo, "first": first, "second": second}
+        # this process reads the servers as `training` (MLflow's client takes them from the environment)
+        with pytest.MonkeyPatch.context() as mp:
+            for name in CLIENT_UNSET:
+                mp.delenv(name, raising=False)
+            for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                mp.setenv(name, topo.client_env("training")[name])
+            yield {"topo": topo, "first": first, "second": second}
     finally:
         topo.down()
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _account_env(topo: Topology, account: str | None, **extra: str) -> dict[str, str]:
+    """A user's shell after ``eval "$(python -m infra.local env --account ACCOUNT)"``."""
+    env = user_env(**topo.client_env(account), **extra)
+    credentials = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING")
+    for name in (*CLIENT_UNSET, *credentials):
+        if name not in topo.client_env(account):
+            env.pop(name, None)
+    return env
+
+
+@contextmanager
+def _prefect(topo: Topology, auth_string: str | None) -> Iterator:
+    """Prefect's own client at the topology's server, with or without the auth string."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY, PREFECT_API_URL, temporary_settings
+
+    values = {PREFECT_API_URL: topo.prefect_api_url}
+    unset = {PREFECT_API_KEY}  # an API key would replace the auth string
+    if auth_string is None:
+        unset.add(PREFECT_API_AUTH_STRING)
+    else:
+        values[PREFECT_API_AUTH_STRING] = auth_string
+    with temporary_settings(values, restore_defaults=unset), get_client(sync_client=True) as client:
+        yield client
+
+
 @pytest.fixture(scope="module")
 def pipeline(topology, tmp_path_factory):
-    """``mlflow run . -e retrain`` with MLFLOW_TRACKING_URI and PREFECT_API_URL at the servers."""
+    """``mlflow run . -e retrain`` as the ``training`` account, with the URLs at the servers."""
     topo = topology["topo"]
     work = tmp_path_factory.mktemp("infra-pipeline")
     catalog = write_demo_catalog(work / "catalog", size=600, seed=11)
-    env = {k: v for k, v in user_env(**topo.client_env()).items() if not k.startswith("AWS_")}
+    env = {k: v for k, v in _account_env(topo, "training").items() if not k.startswith("AWS_")}
+    assert env["MLFLOW_TRACKING_USERNAME"] == "training" and "PREFECT_API_AUTH_STRING" in env
     t0 = time.monotonic()
     proc = mlflow_run(
         "retrain",
@@ -144,6 +183,10 @@ def test_up_is_idempotent_and_every_service_listens_on_loopback_only(topology):
     for folder in ("postgres/data", "seaweedfs/data", "prefect/home", "secrets"):
         assert (topo.root / folder).is_dir()
     assert (topo.root / "secrets").stat().st_mode & 0o077 == 0
+    # the accounts were created at the first up, and left alone by the second
+    log = (topo.root / "mlflow" / "mlflow.log").read_text()
+    assert log.count("POST /api/2.0/mlflow/users/create") == 2
+    assert "users/update-password" not in log
 
 
 def test_runs_and_registered_versions_are_rows_in_postgres(topology, pipeline):
@@ -233,9 +276,9 @@ def test_model_files_are_objects_in_the_bucket(topology, pipeline, monkeypatch):
 
 
 def test_champion_loads_from_the_registry_and_serves_in_a_fresh_process(topology, pipeline):
-    # the serving process gets the tracking URI alone: artifacts come through the server
-    env = pipeline["env"]
-    assert not any(k.startswith("AWS_") for k in env)
+    # the serving process reads as `reader`, with the tracking URI alone: artifacts come through the server
+    env = {k: v for k, v in _account_env(topology["topo"], "reader").items() if not k.startswith("AWS_")}
+    assert env["MLFLOW_TRACKING_USERNAME"] == "reader" and "PREFECT_API_AUTH_STRING" not in env
     log = pipeline["work"] / "serve.log"
     with served_model("models:/mmpc-ensemble@champion", env, log) as server:
         resp = server.invoke(
@@ -246,10 +289,146 @@ def test_champion_loads_from_the_registry_and_serves_in_a_fresh_process(topology
     assert len(predictions) == 2 and all(p["prdtypecode"] in RAKUTEN_CODES for p in predictions)
 
 
-def test_no_credential_in_runs_models_logs_or_command_lines(topology, pipeline):
+def _mlflow_call(topo: Topology, path: str, body: dict, auth: tuple[str, str] | None) -> requests.Response:
+    """One POST to the MLflow server's REST API, as a client without MLflow's retries sends it."""
+    return requests.post(f"{topo.mlflow_url}/api/2.0/mlflow/{path}", json=body, auth=auth, timeout=(5, 60))
+
+
+def _login(topo: Topology, account: str) -> tuple[str, str]:
+    env = topo.client_env(account)
+    return env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]
+
+
+def test_mlflow_refuses_a_client_without_credentials_or_with_a_wrong_password(topology, pipeline):
+    topo = topology["topo"]
+    search = {"experiment_ids": ["0"], "max_results": 1}
+    assert requests.get(f"{topo.mlflow_url}/health", timeout=10).status_code == 200  # probes need none
+    assert _mlflow_call(topo, "runs/search", search, None).status_code == 401
+    assert _mlflow_call(topo, "runs/search", search, ("training", "not-the-password")).status_code == 401
+    assert _mlflow_call(topo, "runs/search", search, ("nobody", "not-the-password")).status_code == 401
+    assert _mlflow_call(topo, "runs/search", search, _login(topo, "reader")).status_code == 200
+    # MLflow's own client, from a shell that has the URL but no account
+    env = _account_env(topo, None)
+    code = "from mlflow import MlflowClient; MlflowClient().search_experiments()"
+    refused = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert refused.returncode != 0 and "401" in refused.stderr, refused.stderr[-2000:]
+
+
+def test_reader_cannot_write_where_training_can(topology, pipeline):
+    topo = topology["topo"]
+    reader, training = _login(topo, "reader"), _login(topo, "training")
+    client = pipeline["client"]
+    exp = client.get_experiment_by_name("mmpc/catalog")
+    champion = client.get_model_version_by_alias("mmpc-ensemble", "champion")
+    new_run = {"experiment_id": exp.experiment_id, "run_name": "auth-check"}
+    new_version = {
+        "name": "mmpc-ensemble",
+        "source": champion.source,
+        "run_id": champion.run_id,
+        "model_id": tracking.logged_model_id(champion),
+    }
+    alias = {"name": "mmpc-ensemble", "alias": "auth-check", "version": champion.version}
+    assert _mlflow_call(topo, "runs/create", new_run, reader).status_code == 403
+    assert _mlflow_call(topo, "model-versions/create", new_version, reader).status_code == 403
+    assert _mlflow_call(topo, "registered-models/alias", alias, reader).status_code == 403
+    assert client.get_registered_model("mmpc-ensemble").latest_versions  # reading is allowed
+    # training owns what the pipeline created: the same calls go through (on a model of its own,
+    # so the pipeline's registry stays as the other tests expect it)
+    run = _mlflow_call(topo, "runs/create", new_run, training)
+    assert run.status_code == 200, run.text
+    run_id = run.json()["run"]["info"]["run_id"]
+    assert _mlflow_call(topo, "runs/update", {"run_id": run_id, "status": "FINISHED"}, training).ok
+    assert _mlflow_call(topo, "registered-models/create", {"name": "mmpc-auth-check"}, training).ok
+    version = _mlflow_call(
+        topo, "model-versions/create", {**new_version, "name": "mmpc-auth-check"}, training
+    )
+    assert version.status_code == 200, version.text
+    number = version.json()["model_version"]["version"]
+    aliased = {"name": "mmpc-auth-check", "alias": "champion", "version": number}
+    assert _mlflow_call(topo, "registered-models/alias", aliased, training).status_code == 200
+    assert _mlflow_call(topo, "registered-models/alias", {**aliased, "alias": "x"}, reader).status_code == 403
+
+
+def test_prefect_refuses_a_client_without_the_auth_string(topology):
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    topo = topology["topo"]
+    assert requests.get(f"{topo.prefect_api_url}/health", timeout=10).status_code == 200  # probes need none
+    assert requests.post(f"{topo.prefect_api_url}/flows/filter", json={}, timeout=10).status_code == 401
+    with _prefect(topo, None) as client, pytest.raises(PrefectHTTPStatusError, match="401"):
+        client.read_flows()
+    with _prefect(topo, "not-the-auth-string") as client, pytest.raises(PrefectHTTPStatusError, match="401"):
+        client.read_flows()
+    with _prefect(topo, topo.client_env("training")["PREFECT_API_AUTH_STRING"]) as client:
+        assert isinstance(client.read_flows(), list)
+
+
+HELLO = """from prefect import flow
+
+
+@flow
+def hello(name: str) -> str:
+    return f"hello {name}"
+"""
+
+
+def test_a_worker_with_the_auth_string_runs_a_deployment(topology, tmp_path):
+    """A process work pool, a deployment of a one-line flow, ``prefect worker start --run-once``."""
+    topo = topology["topo"]
+    (tmp_path / "hello.py").write_text(HELLO)
+    auth = topo.client_env("training")["PREFECT_API_AUTH_STRING"]
+    with _prefect(topo, auth) as client:
+        from prefect.client.schemas.actions import WorkPoolCreate
+
+        client.create_work_pool(WorkPoolCreate(name="mmpc-auth-check", type="process"), overwrite=True)
+        flow_id = client.create_flow_from_name("hello")
+        deployment_id = client.create_deployment(
+            flow_id,
+            "auth-check",
+            work_pool_name="mmpc-auth-check",
+            entrypoint="hello.py:hello",
+            path=str(tmp_path),
+            pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(tmp_path)}}],
+        )
+        flow_run = client.create_flow_run_from_deployment(deployment_id, parameters={"name": "team"})
+    env = _account_env(topo, "training", PREFECT_HOME=str(tmp_path / "prefect-home"))
+    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", "mmpc-auth-check", "--run-once"]
+    worker = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    output = worker.stdout[-4000:] + worker.stderr[-4000:]
+    assert worker.returncode == 0, output
+    with _prefect(topo, auth) as client:
+        finished = client.read_flow_run(flow_run.id)
+    assert finished.state is not None and finished.state.is_completed(), output
+    assert not any(v in worker.stdout + worker.stderr for v in topo.secret_values())
+
+
+def test_env_prints_an_accounts_credentials_for_eval(topology):
+    topo = topology["topo"]
+    printed = _module("infra.local", ["--root", str(topo.root), "env", "--account", "training"], user_env())
+    assert printed.returncode == 0, printed.stderr
+    script = f"{printed.stdout}\nenv"
+    shell = subprocess.run(
+        ["bash", "-c", script], env=user_env(PREFECT_API_KEY="x"), capture_output=True, text=True
+    )
+    seen = dict(line.split("=", 1) for line in shell.stdout.splitlines() if "=" in line)
+    assert {k: seen.get(k) for k in topo.client_env("training")} == topo.client_env("training")
+    assert "PREFECT_API_KEY" not in seen
+    reader = _module("infra.local", ["--root", str(topo.root), "env", "--account", "reader"], user_env())
+    assert (
+        "MLFLOW_TRACKING_USERNAME=reader" in reader.stdout and "PREFECT_API_AUTH_STRING" not in reader.stdout
+    )
+    # client.env stays free of credentials
+    assert not any(v in (topo.root / "client.env").read_text() for v in topo.secret_values())
+    unknown = _module("infra.local", ["--root", str(topo.root), "env", "--account", "admin"], user_env())
+    assert unknown.returncode == 2 and "invalid choice: 'admin'" in unknown.stderr
+
+
+def test_no_credential_in_runs_models_logs_or_command_lines(topology, pipeline, monkeypatch):
     topo = topology["topo"]
     values = topo.secret_values()
-    assert len(values) == 5 and all(len(v) >= 16 for v in values)
+    assert len(values) == len(SECRET_ENV) and all(len(v) >= 16 for v in values)
 
     def leaked(text: str) -> bool:
         return any(v in text for v in values)
@@ -258,14 +437,27 @@ def test_no_credential_in_runs_models_logs_or_command_lines(topology, pipeline):
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=5000)
     assert len(runs) >= 7
     for run in runs:
-        for key, value in (*run.data.params.items(), *run.data.tags.items()):
+        for key, value in (*run.data.params.items(), *run.data.tags.items(), *run.data.metrics.items()):
             assert not leaked(f"{key}={value}"), f"run {run.info.run_id}: {key}"
     for model in client.search_registered_models():
         assert not leaked(json.dumps(model.tags))
         for mv in client.search_model_versions(f"name = '{model.name}'"):
             assert not leaked(json.dumps(mv.tags)) and not leaked(mv.source or "")
     assert not leaked(pipeline["proc"].stdout + pipeline["proc"].stderr)
-    for log in topo.root.glob("*/*.log"):
+    # every artifact (run files, logged models) as text, read from the bucket itself
+    for key, value in topo.s3_env().items():
+        monkeypatch.setenv(key, value)
+    s3 = boto3.Session(profile_name=topo.s3_env()["AWS_PROFILE"]).client("s3")
+    bucket, objects = topo.settings().bucket, 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for obj in page.get("Contents", []):
+            objects += 1
+            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+            assert not leaked(body.decode(errors="replace")), obj["Key"]
+    assert objects >= 20
+    logs = list(topo.root.glob("*/*.log"))
+    assert {p.parent.name for p in logs} >= {"postgres", "seaweedfs", "mlflow", "prefect"}
+    for log in logs:
         assert not leaked(log.read_text(errors="replace")), log
     for pid in set().union(*(_tree(p) for p in topo.pids().values() if p)):
         try:
@@ -276,14 +468,10 @@ def test_no_credential_in_runs_models_logs_or_command_lines(topology, pipeline):
 
 
 def test_gpu_work_pool_templates_are_accepted_by_the_prefect_server(topology):
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with (
-        temporary_settings({PREFECT_API_URL: topology["topo"].prefect_api_url}),
-        get_client(sync_client=True) as client,
-    ):
+    topo = topology["topo"]
+    with _prefect(topo, topo.client_env("training")["PREFECT_API_AUTH_STRING"]) as client:
         for kind in ("docker", "kubernetes"):
             template = json.loads((REPO / "infra" / "workpools" / f"gpu-{kind}.json").read_text())
             pool = client.create_work_pool(
@@ -315,7 +503,7 @@ def test_a_catalog_in_the_bucket_is_mirrored_and_retrained_from_s3(topology, tmp
         s3.upload_file(str(local / rel), bucket, f"catalogs/shop/{rel}")
     location = f"s3://{bucket}/catalogs/shop"
     work = tmp_path / "work"
-    env = user_env(**topo.client_env(), **topo.s3_env())
+    env = _account_env(topo, "training", **topo.s3_env())
     args = ["--catalog", location, "--workdir", str(work), "--models", "tfidf"]
 
     first = _module("flows", ["retrain", *args], env)
@@ -368,7 +556,8 @@ def test_down_stops_everything_frees_the_ports_and_a_new_up_finds_the_data(topol
     ports = topo.settings().ports
     before = pipeline["client"].get_model_version_by_alias("mmpc-ensemble", "champion")
     topo.down()
-    assert not [pid for pid, started in processes.items() if alive(pid) and _started(pid) == started]
+    left = [pid for pid, started in processes.items() if alive(pid) and _started(pid) == started]
+    assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes()[:200] for pid in left]
     assert not [name for name, port in ports.items() if port_open(port)]
     assert not list(Path("/tmp").glob(f"seaweedfs-*-{ports['s3']}.sock"))
     assert not topo.status().healthy

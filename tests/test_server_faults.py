@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from servers import user_env
 
 from infra.local import Topology
+from infra.local.topology import CLIENT_UNSET
 from mmpc import tracking
 from mmpc.demo_catalog import write_demo_catalog
 
@@ -41,15 +42,20 @@ def topology():
     topo = Topology(root)
     try:
         topo.up()
-        yield topo
+        # this process reads the server as `training`, as the commands under test run
+        with pytest.MonkeyPatch.context() as mp:
+            for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                mp.setenv(name, topo.client_env("training")[name])
+            yield topo
     finally:
         topo.down()
         shutil.rmtree(root, ignore_errors=True)
 
 
 def _env(topo: Topology) -> dict[str, str]:
-    env = user_env(**topo.client_env(), **QUICK_CLIENT, MMPC_LOCAL_ROOT=str(topo.root))
-    return {k: v for k, v in env.items() if not k.startswith("AWS_")}
+    """The training account's shell (``python -m infra.local env --account training``)."""
+    env = user_env(**topo.client_env("training"), **QUICK_CLIENT, MMPC_LOCAL_ROOT=str(topo.root))
+    return {k: v for k, v in env.items() if not k.startswith("AWS_") and k not in CLIENT_UNSET}
 
 
 def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -103,7 +109,7 @@ def test_tracking_server_restarted_mid_run_the_flow_retries_through(topology, tm
     observed(
         f"exit {done.returncode}",
         f"after a task retry; {len(state['runs'])} runs all FINISHED, 1 flaubert run with epochs "
-        f"{steps}, 1 version, ensemble published"
+        f"{steps}, 1 version, ensemble published",
     )
 
 
@@ -138,7 +144,7 @@ def test_tracking_server_down_fails_clearly_and_the_next_command_resumes(topolog
     observed(
         f"exit {failed.returncode}",
         f"{shown[:100]}…; after the restart the same command resumed "
-        f"the same run: FINISHED, epochs {steps}, 1 version"
+        f"the same run: FINISHED, epochs {steps}, 1 version",
     )
 
 
@@ -182,5 +188,5 @@ def test_object_store_down_during_model_upload_registers_nothing(topology, tmp_p
     observed(
         f"exit {failed.returncode}",
         "0 versions; after the restart: run FINISHED, 1 version, "
-        f"{len(listed)} files in the bucket incl. MLmodel and model.safetensors"
+        f"{len(listed)} files in the bucket incl. MLmodel and model.safetensors",
     )

@@ -1,16 +1,18 @@
 """``python -m infra.local up|down|stop SERVICE|status|env [--root DIR]``: the local topology from a shell.
 
-eval "$(python -m infra.local env)"     # then mmpc, mlflow and python -m flows use the servers
+eval "$(python -m infra.local env --account training)"   # mmpc, mlflow, python -m flows as `training`
+eval "$(python -m infra.local env --account reader)"     # read the runs and the registry only
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import shlex
 import sys
 
+from infra.local.accounts import ACCOUNTS
 from infra.local.processes import ServiceError
-from infra.local.topology import DEFAULT_ROOT, SERVICES, Topology
+from infra.local.topology import CLIENT_UNSET, DEFAULT_ROOT, SERVICES, Topology
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     stop = sub.add_parser("stop", help="stop one service, keeping its data (the next up restarts it)")
     stop.add_argument("service", choices=SERVICES)
     sub.add_parser("status", help="each service's state, pid, URL and log file; exit 1 unless all are up")
-    env = sub.add_parser("env", help="print export lines for clients (no secrets)")
+    env = sub.add_parser("env", help="print export lines for clients (credentials only with --account)")
+    env.add_argument(
+        "--account", choices=ACCOUNTS, help="add this account's credentials (meant for eval, not for files)"
+    )
     env.add_argument("--s3", action="store_true", help="also the AWS profile for direct bucket access")
     args = parser.parse_args(argv)
 
@@ -43,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             print(report.table())
             started = [s.name for s in report.services if s.started]
             print(f"\nstarted: {', '.join(started) or 'nothing (already up)'}; {report.seconds:.1f} s")
-            print(f'clients: eval "$(python -m infra.local --root {topo.root} env)"')
+            print(f'clients: eval "$(python -m infra.local --root {topo.root} env --account training)"')
             return 0
         if args.command == "down":
             print(f"stopped in {topo.down():.1f} s")
@@ -59,14 +64,18 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(report.table())
             return 0 if report.healthy else 1
-        values = topo.client_env() | (
-            topo.s3_env() | {"S3_ENDPOINT_URL": topo.s3_endpoint} if args.s3 else {}
-        )
-        print("".join(f"export {k}={json.dumps(v)}\n" for k, v in values.items()), end="")
-        return 0
+        return _print_env(topo, args.account, args.s3)
     except ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _print_env(topo: Topology, account: str | None, s3: bool) -> int:
+    values = topo.client_env(account) | (topo.s3_env() | {"S3_ENDPOINT_URL": topo.s3_endpoint} if s3 else {})
+    lines = [f"unset {name}\n" for name in CLIENT_UNSET] if account else []
+    lines += [f"export {k}={shlex.quote(v)}\n" for k, v in values.items()]
+    print("".join(lines), end="")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """The HTTP services: the MLflow tracking server (PostgreSQL backend, S3 artifacts through its own
-artifact proxy) and the Prefect server (on PostgreSQL). Passwords and keys reach them through files
-named in their environment (libpq's password file, an AWS profile), never on a command line."""
+artifact proxy) and the Prefect server (on PostgreSQL), both requiring authentication: MLflow's
+basic-auth app, Prefect's auth string. Passwords and keys reach them through files named in their
+environment (libpq's password file, an AWS profile, MLflow's auth configuration) or through the
+environment itself, never on a command line."""
 
 from __future__ import annotations
 
@@ -84,11 +86,16 @@ def start_mlflow(
     profile: str,
     artifacts: str,
     s3_endpoint: str,
+    auth_config: Path,
+    flask_secret_key: str,
 ) -> int:
     credentials, config = aws_files
     argv = [
         str(Path(sys.executable).parent / "mlflow"),
         "server",
+        # users and permissions: the admin's password is in MLFLOW_AUTH_CONFIG_PATH's file
+        "--app-name",
+        "basic-auth",
         # no password in the URI: libpq reads it from PGPASSFILE
         "--backend-store-uri",
         f"postgresql://mlflow@127.0.0.1:{db_port}/mlflow",
@@ -112,6 +119,8 @@ def start_mlflow(
             "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            "MLFLOW_AUTH_CONFIG_PATH": str(auth_config),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": flask_secret_key,
         }
     )
     return svc.launch(argv, env)
@@ -121,7 +130,7 @@ def prefect_server(folder: Path, port: int) -> HttpService:
     return HttpService("prefect", folder, port, "/api/health", "prefect")
 
 
-def start_prefect(svc: HttpService, *, db_port: int, pgpass: Path) -> int:
+def start_prefect(svc: HttpService, *, db_port: int, pgpass: Path, auth_string: str) -> int:
     home = svc.folder / "home"
     home.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -141,6 +150,8 @@ def start_prefect(svc: HttpService, *, db_port: int, pgpass: Path) -> int:
             "PGPASSFILE": str(pgpass),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_API_URL": f"{svc.url}/api",
+            # every API call but GET /api/health and /api/ready needs it (HTTP basic auth)
+            "PREFECT_SERVER_API_AUTH_STRING": auth_string,
         }
     )
     return svc.launch(argv, env)

@@ -4,13 +4,19 @@ an MLflow tracking server using both, and a Prefect server on PostgreSQL, all on
 Everything lives under one root folder::
 
     topology.json      ports and names (nothing secret)
-    client.env         what a client needs: MLFLOW_TRACKING_URI, PREFECT_API_URL
-    secrets/           0700: secrets.json (the source), pgpass, aws/credentials + aws/config, s3.json
+    client.env         what a client needs but credentials: MLFLOW_TRACKING_URI, PREFECT_API_URL
+    secrets/           0700: secrets.json (the source), pgpass, aws/credentials + aws/config, s3.json,
+                       mlflow_auth.ini (the MLflow server's auth configuration)
     postgres/ seaweedfs/ mlflow/ prefect/    each service's data, log file and pid file
 
 ``up`` is idempotent (a healthy service is left alone), ``down`` stops every process it started and
 frees every port. Secrets are generated at the first ``up`` (or taken from ``MMPC_LOCAL_*``
-environment variables) and reach the services through files named in their environment.
+environment variables) and reach the services through files named in their environment, or the
+environment itself.
+
+Both HTTP servers require authentication. MLflow (its basic-auth app) knows an ``admin``, a
+``training`` account (creates runs, registers versions) and a ``reader`` (reads only); Prefect wants
+its one auth string. ``client_env(account)`` is a client's environment as that account.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from infra.local import processes, servers
+from infra.local import accounts, processes, servers
 from infra.local.postgres import ADMIN, Postgres
 from infra.local.processes import ServiceError
 from infra.local.seaweedfs import PORT_FLAGS, SeaweedFS, identities
@@ -39,7 +45,15 @@ SECRET_ENV = {
     "pg_prefect_password": "MMPC_LOCAL_PG_PREFECT_PASSWORD",
     "s3_access_key": "MMPC_LOCAL_S3_ACCESS_KEY",
     "s3_secret_key": "MMPC_LOCAL_S3_SECRET_KEY",
+    "mlflow_admin_password": "MMPC_LOCAL_MLFLOW_ADMIN_PASSWORD",
+    "mlflow_training_password": "MMPC_LOCAL_MLFLOW_TRAINING_PASSWORD",
+    "mlflow_reader_password": "MMPC_LOCAL_MLFLOW_READER_PASSWORD",
+    "mlflow_flask_secret_key": "MMPC_LOCAL_MLFLOW_FLASK_SECRET_KEY",
+    "prefect_auth_string": "MMPC_LOCAL_PREFECT_AUTH_STRING",
 }
+# Settings of a user's shell that would replace the credentials client_env gives: a Prefect API key
+# wins over the auth string in parts of Prefect's client (401), an MLflow token over the password.
+CLIENT_UNSET = ("PREFECT_API_KEY", "MLFLOW_TRACKING_TOKEN")
 
 
 def _generate(name: str) -> str:
@@ -139,11 +153,15 @@ class Topology:
             self.settings_file.write_text(
                 json.dumps(asdict(Settings.fresh(requested_ports)), indent=1) + "\n"
             )
-        if not (self.secrets_dir / "secrets.json").exists():
-            values = {name: os.environ.get(var) or _generate(name) for name, var in SECRET_ENV.items()}
-            self._write_private(self.secrets_dir / "secrets.json", json.dumps(values, indent=1) + "\n")
-        self.secrets_dir.chmod(0o700)
+        self._init_secrets()
         st, sec = self.settings(), self.secrets()
+        # the auth database (password hashes) is the MLflow server's alone
+        (self.root / "mlflow").mkdir(mode=0o700, exist_ok=True)
+        (self.root / "mlflow").chmod(0o700)
+        self._write_private(
+            self.mlflow_auth_config,
+            accounts.auth_ini(self.root / "mlflow" / "basic_auth.db", sec["mlflow_admin_password"]),
+        )
         pg = st.ports["postgres"]
         self._write_private(
             self.pgpass,
@@ -173,6 +191,23 @@ class Topology:
         (self.root / "client.env").write_text(
             "".join(f"export {k}={v}\n" for k, v in self.client_env().items())
         )
+
+    def _init_secrets(self) -> None:
+        """Generate (or take from MMPC_LOCAL_*) each secret secrets.json lacks; keep the others."""
+        path = self.secrets_dir / "secrets.json"
+        values = self.secrets() if path.exists() else {}
+        missing = {n: os.environ.get(var) or _generate(n) for n, var in SECRET_ENV.items() if n not in values}
+        for name, value in missing.items():
+            # MLflow's password policy wants 12 characters; shorter strings are guessable
+            if name.startswith(("mlflow_", "prefect_")) and len(value) < 16:
+                raise ServiceError(f"{SECRET_ENV[name]}: at least 16 characters, got {len(value)}")
+        if missing or not path.exists():
+            self._write_private(path, json.dumps(values | missing, indent=1) + "\n")
+        self.secrets_dir.chmod(0o700)
+
+    @property
+    def mlflow_auth_config(self) -> Path:
+        return self.secrets_dir / "mlflow_auth.ini"
 
     @property
     def pgpass(self) -> Path:
@@ -218,10 +253,29 @@ class Topology:
         st = self.settings()
         return f"s3://{st.bucket}/{st.artifacts_prefix}"
 
-    def client_env(self) -> dict[str, str]:
-        """What mmpc, ``mlflow`` and ``python -m flows`` need to use this topology: no secret, since
-        the MLflow server proxies the artifact store."""
-        return {"MLFLOW_TRACKING_URI": self.mlflow_url, "PREFECT_API_URL": self.prefect_api_url}
+    def client_env(self, account: str | None = None) -> dict[str, str]:
+        """What mmpc, ``mlflow`` and ``python -m flows`` need to use this topology (the MLflow server
+        proxies the artifact store, so no S3 key): the URLs, plus with ``account`` its credentials.
+
+        ``training`` also gets Prefect's auth string (the pipeline is a Prefect flow); ``reader``
+        does not, since that one string opens the whole Prefect API. Clients must not carry any of
+        ``CLIENT_UNSET``.
+        """
+        env = {"MLFLOW_TRACKING_URI": self.mlflow_url, "PREFECT_API_URL": self.prefect_api_url}
+        if account is None:
+            return env
+        if account not in accounts.ACCOUNTS:
+            raise ServiceError(f"unknown account {account!r}; choose from {', '.join(accounts.ACCOUNTS)}")
+        sec = self.secrets()
+        if f"mlflow_{account}_password" not in sec:  # a root from before the servers had accounts
+            raise ServiceError(f"no {account} account in {self.secrets_dir}: run `up` first")
+        env |= {
+            "MLFLOW_TRACKING_USERNAME": account,
+            "MLFLOW_TRACKING_PASSWORD": sec[f"mlflow_{account}_password"],
+        }
+        if account == "training":
+            env["PREFECT_API_AUTH_STRING"] = sec["prefect_auth_string"]
+        return env
 
     def s3_env(self) -> dict[str, str]:
         """For direct access to the bucket (boto3, the AWS CLI): the profile, not the keys."""
@@ -309,12 +363,21 @@ class Topology:
                     profile=PROFILE,
                     artifacts=self.artifacts_uri,
                     s3_endpoint=weed.endpoint,
+                    auth_config=self.mlflow_auth_config,
+                    flask_secret_key=sec["mlflow_flask_secret_key"],
                 )
             else:
-                pid = servers.start_prefect(svc, db_port=st.ports["postgres"], pgpass=self.pgpass)
+                pid = servers.start_prefect(
+                    svc,
+                    db_port=st.ports["postgres"],
+                    pgpass=self.pgpass,
+                    auth_string=sec["prefect_auth_string"],
+                )
             launched[svc.name] = (svc, pid, True, time.monotonic())
         for svc, pid, started, t in launched.values():
             svc.wait_healthy(pid, timeout)
+            if svc.name == "mlflow":
+                self._ensure_accounts(svc.url, sec)
             report.services.append(
                 ServiceStatus(
                     svc.name,
@@ -328,6 +391,10 @@ class Topology:
             )
         report.seconds = time.monotonic() - t0
         return report
+
+    def _ensure_accounts(self, url: str, sec: dict[str, str]) -> list[str]:
+        passwords = {name: sec[f"mlflow_{name}_password"] for name in accounts.ACCOUNTS}
+        return accounts.ensure_accounts(url, sec["mlflow_admin_password"], passwords)
 
     def status(self) -> Report:
         report = Report()
