@@ -408,9 +408,15 @@ def test_env_prints_an_accounts_credentials_for_eval(topology):
     topo = topology["topo"]
     printed = _module("infra.local", ["--root", str(topo.root), "env", "--account", "training"], user_env())
     assert printed.returncode == 0, printed.stderr
-    script = f"{printed.stdout}\nenv"
+    # eval in a shell that has an API key; the lines go through stdin, never a command line
+    script = 'eval "$(cat)"\nenv\n'
     shell = subprocess.run(
-        ["bash", "-c", script], env=user_env(PREFECT_API_KEY="x"), capture_output=True, text=True
+        ["bash", "-c", script],
+        input=printed.stdout,
+        env=user_env(PREFECT_API_KEY="x"),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     seen = dict(line.split("=", 1) for line in shell.stdout.splitlines() if "=" in line)
     assert {k: seen.get(k) for k in topo.client_env("training")} == topo.client_env("training")
