@@ -6,11 +6,26 @@ summary artifact in Prefect. A model whose inputs did not change is not trained 
 finds its registered version through MLflow tags (see ``mmpc.pipeline.training_key``), which works
 on any machine and after Prefect's own result store is gone. Prefect's result cache is not used for
 the same purpose because a cached result can name a model version deleted from the registry since.
+
+Guard rails. One retrain at a time per Prefect server: the flow holds the one slot of the global
+concurrency limit ``mmpc-retrain`` (created with one slot on first use) for its whole run, so a
+second retrain, scheduled, triggered or started by hand with ``python -m flows retrain``, waits for
+the first, then runs (reusing what the first registered); past the recipe's
+``timeouts.slot_wait_seconds`` it fails instead, naming the limit. Only ``retrain`` takes the slot:
+the level-1 runs it starts on a work pool and the tasks of its worker processes never wait on it.
+Time limits come from the recipe's ``timeouts`` section: each step is a task with Prefect's
+``timeout_seconds``, and the pipeline runs under Prefect's timeout scope of
+``timeouts.retrain_flow_seconds`` from when the slot is held (the recipe is a parameter of the run, so
+the limit cannot sit on the flow's decorator). A step past its limit is not retried; the flow run
+fails (state TimedOut) with an error naming the step and the limit. A failed or crashed retrain posts
+one alert to ``MMPC_ALERT_WEBHOOK`` (flows/alerts.py).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,11 +34,18 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.flow_engine import FlowRunTimeoutError
 from prefect.futures import wait
+from prefect.task_engine import TaskRunTimeoutError
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
-from prefect.tasks import exponential_backoff
+from prefect.tasks import Task, exponential_backoff
+from prefect.utilities.timeout import timeout
 
+from flows.alerts import STEP_NOTE, notify_failure
 from flows.report import summary_markdown
 from mmpc import evaluation, kinds, outages, pipeline
 from mmpc import tags as tag
@@ -37,11 +59,31 @@ from mmpc.recipe import Recipe, RecipeError, load_recipe
 TRANSIENT = (ConnectionError, TimeoutError)
 # Backoff before retry n: factor * 2**n seconds (10 s, 20 s by default), jittered by Prefect.
 RETRY_BACKOFF = float(os.environ.get("MMPC_RETRY_BACKOFF_SECONDS", "10"))
+# The global concurrency limit every retrain holds: one at a time per Prefect server.
+RETRAIN_SLOT = "mmpc-retrain"
+
+
+class StepTimeout(TimeoutError):
+    """A step of the pipeline ran past the time limit its recipe gives it."""
+
+
+class RetrainTimeout(TimeoutError):
+    """The pipeline ran past the recipe's ``timeouts.retrain_flow_seconds``."""
+
+
+class RetrainSlotBusy(RuntimeError):
+    """Another retrain held the ``mmpc-retrain`` slot for longer than this one may wait."""
+
+
+class _Expired(TimeoutError):
+    pass
 
 
 def _transient(task_, task_run, state) -> bool:
     try:
         state.result()
+    except (TaskRunTimeoutError, FlowRunTimeoutError):  # a step past its limit is stuck, not unlucky
+        return False
     except TRANSIENT:
         return True
     except (CatalogError, RecipeError, LocationError):  # bad input stays bad, whatever its message says
@@ -66,6 +108,35 @@ def _recipe(recipe: str, overrides: dict[str, Any] | None) -> Recipe:
 
 def _catalog(catalog: str, recipe: Recipe, workdir: str):
     return pipeline.open_catalog(catalog, recipe, workdir)
+
+
+def _limited(task_: Task, r: Recipe) -> Task:
+    """``task_`` with the time limit the recipe gives its step."""
+    return task_.with_options(timeout_seconds=r.timeouts.for_step(task_.name))
+
+
+@contextmanager
+def _step(name: str, r: Recipe, task_: Task) -> Iterator[None]:
+    """Notes the step on the exception it raised (the failure alert reads it), and turns a step's
+    timeout into an error naming the step, its limit and the recipe key that sets it."""
+    try:
+        yield
+    except TaskRunTimeoutError as exc:
+        seconds = r.timeouts.for_step(task_.name)
+        key = f"steps.{task_.name}" if task_.name in r.timeouts.steps else "task_seconds"
+        err = StepTimeout(f"step {name} ran past its time limit of {seconds:g} s (recipe timeouts.{key})")
+        err.add_note(f"{STEP_NOTE}{name}")
+        raise err from exc
+    except BaseException as exc:
+        if not any(n.startswith(STEP_NOTE) for n in getattr(exc, "__notes__", ())):
+            exc.add_note(f"{STEP_NOTE}{name}")
+        raise
+
+
+def _call(task_: Task, r: Recipe, step: str | None = None, **kwargs: Any) -> Any:
+    """Run one step of the pipeline under its time limit."""
+    with _step(step or task_.name, r, task_):
+        return _limited(task_, r)(**kwargs)
 
 
 @task(name="check-catalog", **RETRYING)
@@ -223,7 +294,11 @@ def train_level1(
     force: bool = False,
 ) -> dict[str, Any]:
     """Train, evaluate and register one level-1 model (fusion models name their input versions)."""
-    return train_model(catalog, recipe, model, workdir, overrides, None, input_versions, force)
+    r = _recipe(recipe, overrides)
+    args = {"catalog": catalog, "recipe": recipe, "workdir": workdir, "overrides": overrides}
+    return _call(
+        train_model, r, f"train-{model}", model=model, input_versions=input_versions, force=force, **args
+    )
 
 
 @flow(name="train_fusion", log_prints=True)
@@ -236,7 +311,9 @@ def train_fusion(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train the fusion head over registered text and image versions (``{"flaubert": "3", ...}``)."""
-    return train_model(catalog, recipe, model, workdir, overrides, input_versions=inputs)
+    r = _recipe(recipe, overrides)
+    args = {"catalog": catalog, "recipe": recipe, "workdir": workdir, "overrides": overrides}
+    return _call(train_model, r, f"train-{model}", model=model, input_versions=inputs, **args)
 
 
 @flow(name="stack_and_publish", log_prints=True)
@@ -248,8 +325,10 @@ def stack_and_publish(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Stack registered level-1 versions, publish mmpc-ensemble, promote it if it is at least as good."""
-    published = publish(catalog, recipe, workdir, versions, overrides)
-    decision = promote(catalog, recipe, workdir, published["version"], overrides)
+    r = _recipe(recipe, overrides)
+    args = {"catalog": catalog, "recipe": recipe, "workdir": workdir, "overrides": overrides}
+    published = _call(publish, r, versions=versions, **args)
+    decision = _call(promote, r, version=published["version"], **args)
     return {**published, **decision}
 
 
@@ -258,6 +337,7 @@ def _use_api(api_url: str) -> None:
 
 
 def _train_stage(
+    r: Recipe,
     names: list[str],
     inputs_of: dict[str, dict[str, str] | None],
     common: dict[str, Any],
@@ -271,13 +351,12 @@ def _train_stage(
         with ThreadPoolTaskRunner(max_workers=max(len(names), 1)) as runner:
             futures = {
                 n: runner.submit(
-                    train_model_on_pool,
+                    _limited(train_model_on_pool, r),
                     {"deployment": level1_deployment, "model": n, "input_versions": inputs_of[n], **common},
                 )
                 for n in names
             }
-            wait(list(futures.values()))
-            return {n: f.result() for n, f in futures.items()}
+            return _results(futures, "train-{}-on-pool", r, train_model_on_pool)
     if parallel > 1 and len(names) > 1:
         # Processes, not threads: each training owns its RNG, torch threads and MLflow run. They
         # report to this flow's Prefect API, also when it is an ephemeral or test server.
@@ -288,16 +367,28 @@ def _train_stage(
         with pool as runner:
             futures = {
                 n: runner.submit(
-                    train_model,
+                    _limited(train_model, r),
                     {"model": n, "input_versions": inputs_of[n], "parent_run_id": parent, **common},
                 )
                 for n in names
             }
-            wait(list(futures.values()))
-            return {n: f.result() for n, f in futures.items()}
+            return _results(futures, "train-{}", r, train_model)
     return {
-        n: train_model(model=n, input_versions=inputs_of[n], parent_run_id=parent, **common) for n in names
+        n: _call(
+            train_model, r, f"train-{n}", model=n, input_versions=inputs_of[n], parent_run_id=parent, **common
+        )
+        for n in names
     }
+
+
+def _results(futures: dict[str, Any], step: str, r: Recipe, task_: Task) -> dict[str, dict]:
+    """The futures' results, a failure named by its step."""
+    wait(list(futures.values()))
+    out = {}
+    for n, f in futures.items():
+        with _step(step.format(n), r, task_):
+            out[n] = f.result()
+    return out
 
 
 def _train_level1(
@@ -311,20 +402,65 @@ def _train_level1(
 ) -> dict[str, dict]:
     """The models reading no other first, then those reading them (fusion) over the versions they
     registered."""
-    results = _train_stage(base, dict.fromkeys(base), common, parent, parallel, level1_deployment)
+    results = _train_stage(r, base, dict.fromkeys(base), common, parent, parallel, level1_deployment)
     versions = {n: res["version"] for n, res in results.items()}
     fusion_inputs = {
         n: {m: versions[m] for m in kinds.of(r.models[n]).inputs(r.models[n]) if m in versions}
         for n in fusions
     }
-    results.update(_train_stage(fusions, fusion_inputs, common, parent, parallel, level1_deployment))
+    results.update(_train_stage(r, fusions, fusion_inputs, common, parent, parallel, level1_deployment))
     for name, res in results.items():
         decision = "reused" if res["reused"] else "trained"
         get_run_logger().info("%s: mmpc-%s v%s %s", name, name, res["version"], decision)
     return results
 
 
-@flow(name="retrain", log_prints=True)
+def _slot_busy() -> bool:
+    """Whether another retrain holds the slot; creates the limit (one slot) where it does not exist,
+    since Prefect runs the code under a missing limit without any guard. A limit an administrator
+    set otherwise (more slots, inactive) is left as it is."""
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(RETRAIN_SLOT)
+        except ObjectNotFound:
+            with suppress(ObjectAlreadyExists):  # another retrain created it just now
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=RETRAIN_SLOT, limit=1)
+                )
+            return False
+    return bool(limit.active and limit.active_slots >= limit.limit)
+
+
+@contextmanager
+def _retrain_slot(wait_seconds: float | None) -> Iterator[None]:
+    """Hold the one slot of the ``mmpc-retrain`` limit, waiting at most ``wait_seconds`` for it."""
+    if _slot_busy():
+        wait_text = "as long as it takes" if wait_seconds is None else f"up to {wait_seconds:g} s"
+        get_run_logger().info("another retrain holds the %s slot: waiting %s", RETRAIN_SLOT, wait_text)
+    with ExitStack() as held:
+        try:
+            held.enter_context(concurrency(RETRAIN_SLOT, occupy=1, timeout_seconds=wait_seconds))
+        except TimeoutError as exc:
+            raise RetrainSlotBusy(
+                f"another retrain held the {RETRAIN_SLOT} concurrency slot for the {wait_seconds:g} s this "
+                "one may wait (recipe timeouts.slot_wait_seconds)"
+            ) from exc
+        yield
+
+
+@contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Prefect's timeout scope over the pipeline (the one its flow engine puts around a flow)."""
+    try:
+        with timeout(seconds, timeout_exc_type=_Expired):
+            yield
+    except _Expired as exc:
+        raise RetrainTimeout(
+            f"the retrain ran past its time limit of {seconds:g} s (recipe timeouts.retrain_flow_seconds)"
+        ) from exc
+
+
+@flow(name="retrain", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def retrain(
     catalog: str,
     recipe: str = "demo",
@@ -338,13 +474,8 @@ def retrain(
     """The whole pipeline on a catalog (a folder or ``s3://bucket/prefix``): data check, level-1
     models (``parallel`` at a time on this machine, or on a work pool through
     ``level1_deployment``), fusion, stacking, promotion. Unchanged steps reuse their registered
-    versions unless ``force``."""
-    logger = get_run_logger()
+    versions unless ``force``. One retrain runs at a time; the recipe's ``timeouts`` bound it."""
     r = _recipe(recipe, overrides)
-    base, fusions = pipeline.level1_order(r, models)
-    summary = check_catalog(catalog, recipe, overrides, workdir)
-    cat = _catalog(catalog, r, workdir)
-    parent = pipeline.start_pipeline_run(cat, r, Path(workdir))
     common = {
         "catalog": catalog,
         "recipe": recipe,
@@ -352,17 +483,29 @@ def retrain(
         "overrides": overrides,
         "force": force,
     }
+    with _retrain_slot(r.timeouts.slot_wait_seconds), _time_limit(r.timeouts.retrain_flow_seconds):
+        return _pipeline(r, common, models, parallel, level1_deployment)
+
+
+def _pipeline(
+    r: Recipe, common: dict[str, Any], models: list[str] | None, parallel: int, level1_deployment: str | None
+) -> dict[str, Any]:
+    """The steps, in order, each under its time limit."""
+    logger = get_run_logger()
+    base, fusions = pipeline.level1_order(r, models)
+    catalog, recipe, workdir, overrides = (common[k] for k in ("catalog", "recipe", "workdir", "overrides"))
+    summary = _call(check_catalog, r, catalog=catalog, recipe=recipe, overrides=overrides, workdir=workdir)
+    parent = pipeline.start_pipeline_run(_catalog(catalog, r, workdir), r, Path(workdir))
+    args = {"catalog": catalog, "recipe": recipe, "workdir": workdir, "overrides": overrides}
     ok = False
     published: dict[str, Any] = {}
     try:
         results = _train_level1(r, base, fusions, common, parent, parallel, level1_deployment)
         versions = {n: res["version"] for n, res in results.items()}
-        published = publish(catalog, recipe, workdir, versions, overrides, parent_run_id=parent, force=force)
+        published = _call(publish, r, versions=versions, parent_run_id=parent, force=common["force"], **args)
         if not published["reused"]:  # an unchanged ensemble keeps the evaluation it had
-            published["evaluation"] = evaluate_ensemble(
-                catalog, recipe, workdir, published["version"], overrides
-            )
-        published.update(promote(catalog, recipe, workdir, published["version"], overrides))
+            published["evaluation"] = _call(evaluate_ensemble, r, version=published["version"], **args)
+        published.update(_call(promote, r, version=published["version"], **args))
         ok = True
     finally:
         pipeline.end_pipeline_run(

@@ -3,6 +3,8 @@ scored them (found by content), into a dated Parquet folder, with a summary arti
 
     <root>/scored_products.parquet    productid, content digest, version: what has been scored
     <root>/<YYYYmmdd-HHMMSS>/         one night's parts and manifest (mmpc.scoring.parts)
+
+A failed or crashed run posts one alert to ``MMPC_ALERT_WEBHOOK`` (flows/alerts.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from flows.alerts import notify_failure
 from flows.retrain import RETRYING
 from mmpc import scoring, tracking
 from mmpc.locations import DEFAULT_WORKDIR
@@ -66,7 +69,7 @@ def summary_markdown(catalog: str, found: dict[str, Any], manifest: dict[str, An
     return "\n".join(lines)
 
 
-@flow(name="score", log_prints=True)
+@flow(name="score", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def score(
     catalog: str,
     root: str,

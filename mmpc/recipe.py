@@ -74,6 +74,49 @@ class EnsembleConfig:
     torch_threads: int | None = None
 
 
+# The steps of a retrain by the names of their Prefect tasks (flows/retrain.py): what a recipe's
+# ``timeouts.steps`` may name.
+RETRAIN_STEPS = (
+    "check-catalog",
+    "train-model",
+    "train-model-on-pool",
+    "stack-and-publish",
+    "evaluate",
+    "promote",
+)
+
+
+@dataclass
+class TimeoutsConfig:
+    """Time limits of a retrain, in seconds; null is no limit. ``retrain_flow_seconds`` counts from
+    when the run holds the one retrain slot; ``slot_wait_seconds`` bounds the wait for that slot
+    while another retrain holds it (null waits as long as it takes). A step's limit is its entry in
+    ``steps`` (a limit per attempt: ``train-model`` is each model's training), else ``task_seconds``."""
+
+    retrain_flow_seconds: float | None = None
+    slot_wait_seconds: float | None = None
+    task_seconds: float | None = None
+    steps: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.steps) - set(RETRAIN_STEPS))
+        if unknown:
+            raise ValueError(f"steps: unknown step(s) {unknown}; allowed: {list(RETRAIN_STEPS)}")
+        self.steps = {k: _seconds(f"steps.{k}", v) for k, v in self.steps.items()}
+        for name in ("retrain_flow_seconds", "slot_wait_seconds", "task_seconds"):
+            if getattr(self, name) is not None:
+                setattr(self, name, _seconds(name, getattr(self, name)))
+
+    def for_step(self, step: str) -> float | None:
+        return self.steps.get(step, self.task_seconds)
+
+
+def _seconds(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"{name}: expected a number of seconds above 0, got {value!r}")
+    return float(value)
+
+
 @dataclass
 class Recipe:
     name: str = "recipe"
@@ -83,6 +126,7 @@ class Recipe:
     models: dict[str, ModelConfig] = field(default_factory=dict)
     stacking: StackingConfig = field(default_factory=StackingConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -157,6 +157,9 @@ def test_prefect_yaml_deployment_is_scheduled_and_a_triggered_run_completes(serv
         assert [s.schedule.cron for s in deployment.schedules] == ["0 3 * * 1"]
         assert deployment.parameters["catalog"] == str(server["catalog"])
         assert deployment.work_pool_name == "mmpc-local"
+        # one run at a time; a run that comes due meanwhile waits for it
+        assert deployment.global_concurrency_limit.limit == 1
+        assert deployment.concurrency_options.collision_strategy == "ENQUEUE"
         run = client.create_flow_run_from_deployment(deployment.id, parameters=RUN_PARAMETERS)
 
     worker = subprocess.run(
