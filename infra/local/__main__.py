@@ -10,6 +10,7 @@ import argparse
 import shlex
 import sys
 
+from infra.local import accounts
 from infra.local.accounts import ACCOUNTS
 from infra.local.processes import ServiceError
 from infra.local.topology import CLIENT_UNSET, DEFAULT_ROOT, SERVICES, Topology
@@ -38,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         "--account", choices=ACCOUNTS, help="add this account's credentials (meant for eval, not for files)"
     )
     env.add_argument("--s3", action="store_true", help="also the AWS profile for direct bucket access")
+    accounts_cmd = sub.add_parser(
+        "accounts", help="create the training and reader accounts on an MLflow server started elsewhere "
+        "(passwords from MLFLOW_{ADMIN,TRAINING,READER}_PASSWORD)",
+    )  # fmt: skip
+    accounts_cmd.add_argument("--url", required=True, help="the MLflow server, e.g. http://mlflow:5000")
     args = parser.parse_args(argv)
 
     topo = Topology(args.root)
@@ -49,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
             started = [s.name for s in report.services if s.started]
             print(f"\nstarted: {', '.join(started) or 'nothing (already up)'}; {report.seconds:.1f} s")
             print(f'clients: eval "$(python -m infra.local --root {topo.root} env --account training)"')
+            return 0
+        if args.command == "accounts":
+            print(f"accounts at {args.url}: {', '.join(accounts.ensure_from_env(args.url)) or 'already set'}")
             return 0
         if args.command == "down":
             print(f"stopped in {topo.down():.1f} s")

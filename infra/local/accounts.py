@@ -9,6 +9,7 @@ header, never in a URL, a command line or a log line.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import requests
@@ -75,3 +76,18 @@ def ensure_accounts(url: str, admin_password: str, passwords: dict[str, str]) ->
             raise ServiceError(f"mlflow at {url}: setting up account {name!r} failed: {resp.text[:300]}")
         changed.append(name)
     return changed
+
+
+def ensure_from_env(url: str) -> list[str]:
+    """The accounts of a server started elsewhere (compose's one-shot), with the passwords in
+    MLFLOW_ADMIN_PASSWORD, MLFLOW_TRAINING_PASSWORD and MLFLOW_READER_PASSWORD."""
+    names = {"admin": "MLFLOW_ADMIN_PASSWORD", **{a: f"MLFLOW_{a.upper()}_PASSWORD" for a in ACCOUNTS}}
+    missing = [var for var in names.values() if not os.environ.get(var)]
+    if missing:
+        raise ServiceError(f"set {', '.join(missing)} in the environment")
+    try:
+        return ensure_accounts(
+            url.rstrip("/"), os.environ[names["admin"]], {a: os.environ[names[a]] for a in ACCOUNTS}
+        )
+    except requests.RequestException as exc:
+        raise ServiceError(f"mlflow at {url}: {type(exc).__name__}: {exc}") from None
