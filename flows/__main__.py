@@ -11,7 +11,8 @@
 
 Parsed and reported by mmpc's entry layer: the typed arguments ``RetrainArgs`` and ``ServeArgs`` of
 ``mmpc.arguments`` (the same catalog, recipe and tracking groups as ``mmpc``), and ``mmpc.cli``'s
-error mapping (bad input exit 2, an unreachable server exit 3, one ``error:`` line each).
+error mapping (bad input exit 2, an unreachable server exit 3, one ``error:`` line each); a retrain
+stopped by a guard rail (the slot held by another retrain, a time limit) exits 4 with one line.
 """
 
 from __future__ import annotations
@@ -30,11 +31,15 @@ def run_retrain(args: a.RetrainArgs) -> int:
     for name in args.models or []:
         recipe.model(name)
     args.reach_tracking()
-    from flows.retrain import retrain
+    from flows.retrain import GUARD_RAILS, retrain
     from mmpc import project
 
     with project.project_run() as parent:  # under `mlflow run`: the pipeline run nests in it
-        result = retrain(**args.flow_parameters())
+        try:
+            result = retrain(**args.flow_parameters())
+        except GUARD_RAILS as exc:  # another retrain held the slot, or a time limit: exit 4
+            print(f"error: {exc}", file=sys.stderr)
+            return 4
         project.record_pipeline(parent, result)
     published = result["ensemble"]
     print(published["table"])

@@ -75,6 +75,10 @@ class RetrainSlotBusy(RuntimeError):
     """Another retrain held the ``mmpc-retrain`` slot for longer than this one may wait."""
 
 
+# What stops a retrain on purpose (``python -m flows retrain`` reports them as one line, exit 4).
+GUARD_RAILS = (StepTimeout, RetrainTimeout, RetrainSlotBusy)
+
+
 class _Expired(TimeoutError):
     pass
 

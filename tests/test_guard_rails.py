@@ -189,3 +189,16 @@ def test_a_failed_retrain_posts_one_alert_without_secrets(harness, catalog, tmp_
     assert "second line" not in alert["error"]
     assert alert["url"] in alert["text"] and "check-catalog" in alert["text"]
     assert SECRET not in alert["raw"] and "/hooks/mmpc" not in alert["raw"]
+
+
+def test_python_m_flows_reports_a_guard_rail_in_one_line(harness, catalog, tmp_path, capsys):
+    from flows.__main__ import main as flows_main
+
+    code = flows_main(
+        ["retrain", "--catalog", str(catalog), "--recipe", RECIPE, "--workdir", str(tmp_path / "work"),
+         "--set", "timeouts.steps.check-catalog=0.01"]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 4
+    assert err[-1].startswith("error: step check-catalog ran past its time limit of 0.01 s")
+    assert not [line for line in err if line.startswith("Traceback")]
