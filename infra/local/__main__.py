@@ -16,7 +16,7 @@ from infra.local.processes import ServiceError
 from infra.local.topology import CLIENT_UNSET, DEFAULT_ROOT, SERVICES, Topology
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m infra.local", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--root",
@@ -44,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         "(passwords from MLFLOW_{ADMIN,TRAINING,READER}_PASSWORD)",
     )  # fmt: skip
     accounts_cmd.add_argument("--url", required=True, help="the MLflow server, e.g. http://mlflow:5000")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
 
     topo = Topology(args.root)
     try:

@@ -296,101 +296,77 @@ class Topology:
         """Start what is not running and wait until everything answers; leaves healthy services be."""
         t0 = time.monotonic()
         self._init_files(ports)
-        sec, st = self.secrets(), self.settings()
-        report = Report()
-        key, secret = sec["s3_access_key"], sec["s3_secret_key"]
-
-        # SeaweedFS first: it starts while PostgreSQL initialises
-        weed = self._seaweedfs()
+        sec = self.secrets()
+        weed = self._seaweedfs()  # first: it starts while PostgreSQL initialises
         weed_pid, weed_started = weed.pid(), False
         if weed_pid is None:
             self._check_port_free(weed.ports["s3"], "seaweedfs")
             weed_pid, weed_started = weed.start(), True
-
-        pg = self._postgres()
+        report = Report([self._up_postgres(sec, timeout)])
         t = time.monotonic()
-        pg_started = False
+        weed.wait_healthy(sec["s3_access_key"], sec["s3_secret_key"], weed_pid, timeout=timeout)
+        weed.ensure_bucket(sec["s3_access_key"], sec["s3_secret_key"], self.settings().bucket)
+        took = time.monotonic() - t if weed_started else 0.0
+        report.services.append(
+            ServiceStatus("seaweedfs", True, weed_pid, weed.endpoint, str(weed.log_file), took, weed_started)
+        )
+        report.services.extend(self._up_http(sec, weed.endpoint, timeout))
+        report.seconds = time.monotonic() - t0
+        return report
+
+    def _up_postgres(self, sec: dict[str, str], timeout: float) -> ServiceStatus:
+        pg, port, t = self._postgres(), self.settings().ports["postgres"], time.monotonic()
+        started = False
         if not pg.initialised():
             pg.init(sec["pg_admin_password"])
         if not pg.running():
-            self._check_port_free(st.ports["postgres"], "postgres")
+            self._check_port_free(port, "postgres")
             pg.start()
-            pg_started = True
+            started = True
         pg.wait_healthy(sec["pg_admin_password"], timeout=timeout)
         pg.ensure_database(sec["pg_admin_password"], "mlflow", sec["pg_mlflow_password"])
         pg.ensure_database(sec["pg_admin_password"], "prefect", sec["pg_prefect_password"])
-        report.services.append(
-            ServiceStatus(
-                "postgres",
-                True,
-                _postmaster_pid(pg),
-                f"postgresql://127.0.0.1:{st.ports['postgres']}",
-                str(pg.log_file),
-                time.monotonic() - t if pg_started else 0.0,
-                pg_started,
+        took = time.monotonic() - t if started else 0.0
+        url = f"postgresql://127.0.0.1:{port}"
+        return ServiceStatus("postgres", True, _postmaster_pid(pg), url, str(pg.log_file), took, started)
+
+    def _start_http(self, svc: servers.HttpService, sec: dict[str, str], s3_endpoint: str) -> int:
+        db_port = self.settings().ports["postgres"]
+        if svc.name == "mlflow":
+            return servers.start_mlflow(
+                svc,
+                db_port=db_port,
+                pgpass=self.pgpass,
+                aws_files=(self.aws_credentials, self.aws_config),
+                profile=PROFILE,
+                artifacts=self.artifacts_uri,
+                s3_endpoint=s3_endpoint,
+                auth_config=self.mlflow_auth_config,
+                flask_secret_key=sec["mlflow_flask_secret_key"],
             )
+        return servers.start_prefect(
+            svc, db_port=db_port, pgpass=self.pgpass, auth_string=sec["prefect_auth_string"]
         )
 
-        t = time.monotonic()
-        weed.wait_healthy(key, secret, weed_pid, timeout=timeout)
-        weed.ensure_bucket(key, secret, st.bucket)
-        report.services.append(
-            ServiceStatus(
-                "seaweedfs",
-                True,
-                weed_pid,
-                weed.endpoint,
-                str(weed.log_file),
-                time.monotonic() - t if weed_started else 0.0,
-                weed_started,
-            )
-        )
-
-        # MLflow and Prefect migrate their databases at the first start: start both, then wait
-        launched: dict[str, tuple[servers.HttpService, int | None, bool, float]] = {}
+    def _up_http(self, sec: dict[str, str], s3_endpoint: str, timeout: float) -> list[ServiceStatus]:
+        """MLflow and Prefect migrate their databases at the first start: start both, then wait; the
+        MLflow accounts once it answers."""
+        launched: list[tuple[servers.HttpService, int | None, bool, float]] = []
         for svc in (self._mlflow(), self._prefect()):
-            pid = svc.pid()
+            pid, t = svc.pid(), time.monotonic()
             if pid is not None or svc.healthy():
-                launched[svc.name] = (svc, pid, False, time.monotonic())
+                launched.append((svc, pid, False, t))
                 continue
             self._check_port_free(svc.port, svc.name)
-            if svc.name == "mlflow":
-                pid = servers.start_mlflow(
-                    svc,
-                    db_port=st.ports["postgres"],
-                    pgpass=self.pgpass,
-                    aws_files=(self.aws_credentials, self.aws_config),
-                    profile=PROFILE,
-                    artifacts=self.artifacts_uri,
-                    s3_endpoint=weed.endpoint,
-                    auth_config=self.mlflow_auth_config,
-                    flask_secret_key=sec["mlflow_flask_secret_key"],
-                )
-            else:
-                pid = servers.start_prefect(
-                    svc,
-                    db_port=st.ports["postgres"],
-                    pgpass=self.pgpass,
-                    auth_string=sec["prefect_auth_string"],
-                )
-            launched[svc.name] = (svc, pid, True, time.monotonic())
-        for svc, pid, started, t in launched.values():
+            launched.append((svc, self._start_http(svc, sec, s3_endpoint), True, t))
+        out = []
+        for svc, pid, started, t in launched:
             svc.wait_healthy(pid, timeout)
             if svc.name == "mlflow":
                 self._ensure_accounts(svc.url, sec)
-            report.services.append(
-                ServiceStatus(
-                    svc.name,
-                    True,
-                    svc.pid(),
-                    svc.url,
-                    str(svc.log_file),
-                    time.monotonic() - t if started else 0.0,
-                    started,
-                )
-            )
-        report.seconds = time.monotonic() - t0
-        return report
+            took = time.monotonic() - t if started else 0.0
+            out.append(ServiceStatus(svc.name, True, svc.pid(), svc.url, str(svc.log_file), took, started))
+        return out
 
     def _ensure_accounts(self, url: str, sec: dict[str, str]) -> list[str]:
         passwords = {name: sec[f"mlflow_{name}_password"] for name in accounts.ACCOUNTS}
