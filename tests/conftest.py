@@ -69,6 +69,17 @@ def e2e_store(pipeline_run) -> Iterator[str]:
         yield uri
 
 
+@pytest.fixture(scope="module")
+def harness():
+    """Prefect's test harness (a temporary server) for a module's flows, on no caller's MLflow store."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        with prefect_test_harness():
+            yield
+
+
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory):
     """The ``retrain`` flow under Prefect's test harness, on a 1,000-product generated catalog, with

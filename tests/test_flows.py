@@ -41,16 +41,6 @@ def _grow(catalog: Path, extra: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        with prefect_test_harness():
-            yield
-
-
-@pytest.fixture(scope="module")
 def runs(harness, tmp_path_factory):
     """A first retrain and an unchanged second one, timed."""
     from flows.retrain import retrain

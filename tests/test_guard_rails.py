@@ -23,16 +23,6 @@ UI = "http://prefect.mmpc.test"
 
 
 @pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        with prefect_test_harness():
-            yield
-
-
-@pytest.fixture(scope="module")
 def catalog(tmp_path_factory) -> Path:
     return write_demo_catalog(tmp_path_factory.mktemp("guard") / "catalog", size=60, seed=5)
 

@@ -22,7 +22,7 @@ import pytest
 import requests
 from cryptography import x509
 from mlflow import MlflowClient
-from servers import REPO, TIMEOUT, user_env
+from servers import BIN, REPO, TIMEOUT, user_env
 
 from infra.local import processes
 from infra.serving.__main__ import main as serving_main
@@ -77,6 +77,13 @@ class Stack:
     def promote(self, key: str) -> None:
         self.registry.set_registered_model_alias(NAME, "champion", self.versions[key])
 
+    def mmpc(self, *args: str) -> None:
+        """``mmpc promote``/``rollback`` as a user runs them: they move the alias, nothing else."""
+        done = subprocess.run(
+            [str(BIN / "mmpc"), *args], env=self.env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+
 
 def _broken_model(folder: Path) -> Path:
     """A model whose artifacts cannot load: its flavor names a module that does not exist."""
@@ -96,8 +103,10 @@ def stack(pipeline_run, tmp_path_factory) -> Iterator[Stack]:
     registry = MlflowClient(tracking_uri=uri, registry_uri=uri)
     champion = registry.get_model_version_by_alias(NAME, "champion")
     versions = {"first": str(champion.version)}
-    for key in ("second", "third"):
-        made = registry.create_model_version(NAME, source=champion.source, run_id=champion.run_id)
+    for key in ("second", "third"):  # the champion's artifacts and tags (its test split): promotable
+        made = registry.create_model_version(
+            NAME, source=champion.source, run_id=champion.run_id, tags=champion.tags
+        )
         versions[key] = str(made.version)
     broken = _broken_model(root / "broken-model")
     versions["broken"] = str(registry.create_model_version(NAME, str(broken), run_id=champion.run_id).version)
@@ -204,20 +213,25 @@ def _rolled_out(stack: Stack, traffic: Traffic, key: str, old_pid: int) -> float
     raise AssertionError(f"version {version} not rolled out; status {stack.status()}\n{log}")
 
 
-def test_the_champion_moves_twice_without_a_failed_request(stack):
+def test_the_champion_moves_by_promote_rollback_and_retrain_without_a_failed_request(stack):
     traffic = Traffic(stack)
     traffic.start()
+    moves = {  # by hand, with mmpc's own commands, then as a retrain's promotion moves it
+        "second": lambda: stack.mmpc("promote", stack.versions["second"]),
+        "first": lambda: stack.mmpc("rollback"),
+        "third": lambda: stack.promote("third"),
+    }
     try:
-        for key in ("second", "third"):
+        for key, move in moves.items():
             old_pid = stack.status()["serving"]["pid"]
-            stack.promote(key)
+            move()
             print(f"{key}: rolled out in {_rolled_out(stack, traffic, key, old_pid):.1f} s")
     finally:
         traffic.stopping.set()
         traffic.join(timeout=150)
     print(f"{traffic.sent} requests, versions seen {traffic.versions}")
     assert traffic.failures == []
-    assert traffic.versions == [stack.versions[k] for k in ("first", "second", "third")]
+    assert traffic.versions == [stack.versions[k] for k in ("first", "second", "first", "third")]
     assert len(list((stack.root / "run").glob("model-*.pid"))) == 1  # the old servers are stopped
     status = stack.cli("status")
     assert status.returncode == 0 and f"version {stack.versions['third']} on" in status.stdout

@@ -84,6 +84,7 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 class _Stat:
     pid: int
     state: str
+    ppid: int
     pgrp: int
     cpu_ticks: int  # user + system
 
@@ -93,14 +94,19 @@ def _stat(pid: int | str) -> _Stat | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2 :].split()  # from `state` on: pgrp [2], utime [11], stime [12]
-    return _Stat(int(pid), fields[0], int(fields[2]), int(fields[11]) + int(fields[12]))
+    fields = text[text.rindex(")") + 2 :].split()  # from `state`: ppid [1], pgrp [2], utime/stime [11, 12]
+    return _Stat(int(pid), fields[0], int(fields[1]), int(fields[2]), int(fields[11]) + int(fields[12]))
 
 
 def _all_stats() -> Iterator[_Stat]:
     for entry in os.scandir("/proc"):
         if entry.name.isdigit() and (st := _stat(entry.name)) is not None:
             yield st
+
+
+def children(parent: int) -> set[int]:
+    """The live child processes of ``parent``."""
+    return {st.pid for st in _all_stats() if st.ppid == parent and st.state not in ("Z", "X")}
 
 
 def alive(pid: int | None) -> bool:

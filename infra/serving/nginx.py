@@ -202,18 +202,7 @@ def start(layout: Layout, port: int, timeout: float = 30) -> int:
 
 def workers(master: int) -> set[int]:
     """The live worker processes of an nginx master (its children)."""
-    found = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-        except OSError:
-            continue
-        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
-        if int(ppid) == master and state not in ("Z", "X"):
-            found.add(int(entry.name))
-    return found
+    return processes.children(master)
 
 
 def reload(layout: Layout, timeout: float = 30) -> set[int]:
