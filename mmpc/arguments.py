@@ -290,7 +290,7 @@ class EvaluateArgs(TrackingArgs, RecipeArgs, CatalogArgs):
 class PromoteArgs(TrackingArgs):
     version: str = arg("the version to promote", positional=True)
     model: str = arg("registered model, without the mmpc- prefix", "ensemble")
-    force: bool = arg("promote even if evaluated on another test split", False)
+    force: bool = arg("promote even if evaluated on another test split (it must still load)", False)
 
 
 @dataclass(kw_only=True)

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import NoReturn
@@ -22,6 +23,7 @@ from typing import NoReturn
 import numpy as np
 import pandas as pd
 
+from mmpc import images as imaging
 from mmpc.labels import LabelMap
 from mmpc.text import CONTROL, clean, join
 
@@ -45,6 +47,10 @@ FRAME_COLUMNS = (
 )
 _SHOWN = 5  # offending rows quoted per problem
 _LOGGED = 20  # dropped rows named in the log line (all of them go to dropped_rows.csv)
+# Each photo is decoded at a reduced scale to check it: a JPEG decodes straight to 1/8 of its size,
+# reading its whole compressed stream (a file cut short fails) at about half a full decode's cost.
+_CHECK_SIDE = 32
+_CHECK_THREADS = min(8, os.cpu_count() or 1)  # Pillow decodes without the GIL
 
 
 class CatalogError(ValueError):
@@ -487,6 +493,43 @@ def _check_images(
     return image_dir, names, has_image
 
 
+def _unreadable(path: str) -> str:
+    """Why a photo cannot be used for training ('' when it decodes as training decodes it)."""
+    try:
+        imaging.load_file(path, max_side=_CHECK_SIDE)
+    except (OSError, imaging.ImageDecodeError) as exc:
+        return str(exc) or type(exc).__name__
+    return ""
+
+
+def _check_decodes(
+    df: pd.DataFrame, root: Path, paths: pd.Series, has_image: pd.Series, problems: list[_Problem]
+) -> None:
+    """Every present photo is decoded; one that does not is a row problem, and when none decodes the
+    catalog is refused outright (a folder of empty or foreign files, which drop_invalid must not hide)."""
+    present = np.flatnonzero(has_image.to_numpy(dtype=bool))
+    files = paths.iloc[present].tolist()
+    with ThreadPoolExecutor(_CHECK_THREADS) as pool:
+        why = np.asarray(list(pool.map(_unreadable, files, chunksize=64)), dtype=object)
+    bad = why != ""
+    if not bad.any():
+        return
+    mask = np.zeros(len(df), dtype=bool)
+    mask[present[bad]] = True
+    reasons = np.full(len(df), "", dtype=object)
+    reasons[present[bad]] = [
+        f"{Path(f).name}: {w}" for f, w in zip(np.asarray(files)[bad], why[bad], strict=True)
+    ]
+    if bad.all():
+        first = int(present[0])
+        raise CatalogError(
+            f"invalid catalog {root}: none of its {len(files)} image files decodes, e.g. {files[0]}: "
+            f"{why[0]} (row {df.index[first]}, productid {df['productid'].iloc[first]!r})",
+            {"image file unreadable": len(files)},
+        )
+    problems.append(_Problem("image file unreadable", _offending(df, mask, reasons)))
+
+
 def _validate(
     df: pd.DataFrame, root: Path, labels: LabelMap, images: str, problems: list[_Problem]
 ) -> tuple[_Parsed, Path | None]:
@@ -497,6 +540,7 @@ def _validate(
     code = _check_labels(df, labels, problems)
     ids_ok = digits["productid"] & digits["imageid"]
     image_dir, names, has_image = _check_images(df, root, pid, iid, ids_ok, images, problems)
+    _check_decodes(df, root, f"{image_dir}{os.sep}" + names, has_image, problems)
     return _Parsed(pid, iid, code, names, has_image), image_dir
 
 

@@ -2,7 +2,8 @@
 
 Folder layout::
 
-    ensemble.json          members (name, kind, registered version), class codes, top_k
+    ensemble.json          members (name, kind, registered version), class codes, top_k, and the
+                           booster's SHA-256 (each member's meta.json holds its weights' digest)
     members/<name>/        level-1 model folders (a member reading others, such as fusion, keeps
                            only its head when its inputs are members with identical weights)
     booster.txt            the LightGBM stacker
@@ -59,9 +60,26 @@ def build(
         shutil.copytree(folder, out / "members" / name, ignore=ignore, dirs_exist_ok=True)
         entries.append({"name": name, "kind": meta.kind, "version": versions.get(name)})
     shutil.copy2(booster_file, out / stacking.BOOSTER_FILE)
-    manifest = {"members": entries, "codes": list(codes), "top_k": top_k, "batch_size": batch_size}
+    manifest = {
+        "members": entries,
+        "codes": list(codes),
+        "top_k": top_k,
+        "batch_size": batch_size,
+        "booster_sha256": store.file_digest(out / stacking.BOOSTER_FILE),
+    }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return out
+
+
+def _read_manifest(folder: Path) -> dict:
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise store.ModelFolderError(f"{folder} is not an ensemble folder: {MANIFEST} is missing")
+    manifest = store.read_json(path)
+    missing = [k for k in ("members", "codes", "top_k") if k not in manifest]
+    if missing or not all(isinstance(m, dict) and "name" in m for m in manifest.get("members", [])):
+        raise store.ModelFolderError(f"{path}: lacks {missing or 'a name for each member'}")
+    return manifest
 
 
 def _load_order(folder: Path, names: Sequence[str]) -> list[str]:
@@ -89,7 +107,7 @@ class Timings:
 class EnsemblePredictor:
     def __init__(self, folder: str | Path, device: torch.device | None = None):
         folder = Path(folder)
-        manifest = json.loads((folder / MANIFEST).read_text())
+        manifest = _read_manifest(folder)
         self.codes: list[int] = manifest["codes"]
         self.top_k: int = manifest["top_k"]
         self.members: list[str] = [m["name"] for m in manifest["members"]]
@@ -100,7 +118,8 @@ class EnsemblePredictor:
         for name in _load_order(folder, self.members):
             self.models[name] = kinds.load(folder / "members" / name, device, batch, shared=digests)
             digests[name] = self.models[name].meta.weights_sha256
-        self.booster = stacking.load(folder)
+        # Ensembles built before the digest was recorded: the booster's text is still checked whole.
+        self.booster = stacking.load(folder, manifest.get("booster_sha256"))
         expected = stacking.feature_names(self.members, self.codes)
         if self.booster.feature_name() != expected:
             raise store.ModelFolderError(

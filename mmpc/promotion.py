@@ -121,8 +121,26 @@ def promote_if_better(mv: ModelVersion, score: float, rescore: Callable[[ModelVe
         return Decision(promoted, reason, str(mv.version) if promoted else str(current.version))
 
 
+def check_loads(mv: ModelVersion) -> None:
+    """Refuses a version serving could not load: its artifacts are downloaded and loaded the way
+    serving loads them (which checks every weight file and the booster against its recorded digest)."""
+    from mmpc import packaging  # walks the kinds registry: only when a version is checked
+
+    with tracking.scratch() as tmp:
+        try:
+            with packaging.own_imports():
+                mlflow.pyfunc.load_model(f"models:/{mv.name}/{mv.version}", dst_path=str(tmp))
+        except Exception as exc:  # whatever stops the load would stop serving it too
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise PromotionError(
+                f"{mv.name} v{mv.version} does not load (artifacts at {mv.source}), so it cannot be "
+                f"the champion: {type(exc).__name__}: {why}"
+            ) from exc
+
+
 def promote(model: str, version: str, force: bool = False) -> str:
-    """Make a version the champion by hand; it must have been evaluated on the champion's test split."""
+    """Make a version the champion by hand; it must have been evaluated on the champion's test split
+    and must load (``force`` skips the split check only)."""
     name = tracking.registered_name(model) if not model.startswith(tracking.REGISTRY_PREFIX) else model
     with lock(name):
         mv = MlflowClient().get_model_version(name, str(version))
@@ -135,6 +153,7 @@ def promote(model: str, version: str, force: bool = False) -> str:
                     f"v{current.version} on {str(theirs)[:12]}: their scores are not comparable "
                     "(re-evaluate it on the current catalog, or pass --force)"
                 )
+        check_loads(mv)
         _crown(name, str(mv.version))
         previous = f"v{current.version}" if current else "none"
         return f"{name}@{tracking.CHAMPION}: {previous} -> v{mv.version}"

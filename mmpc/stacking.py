@@ -23,6 +23,7 @@ from mmpc.recipe import StackingConfig
 log = logging.getLogger(__name__)
 
 BOOSTER_FILE = "booster.txt"
+_END_OF_TREES = "\nend of trees\n"  # what LightGBM writes after the last tree of a model file
 
 
 def feature_names(models: Sequence[str], codes: Sequence[int]) -> list[str]:
@@ -102,8 +103,25 @@ def save(booster: lgb.Booster, folder: Path) -> Path:
     return path
 
 
-def load(folder: Path) -> lgb.Booster:
-    return lgb.Booster(model_file=str(folder / BOOSTER_FILE))
+def load(folder: Path, sha256: str | None = None) -> lgb.Booster:
+    """The booster of ``folder``, verified against ``sha256`` when one is recorded. Its text is checked
+    for LightGBM's closing marker before parsing: a file cut short aborts LightGBM's C++ parser."""
+    from mmpc.models import store  # imports PyTorch: only when a booster is loaded
+
+    path = Path(folder) / BOOSTER_FILE
+    if sha256 is not None:
+        store.check_digest(path, sha256)
+    elif not path.is_file():
+        raise store.ModelFolderError(f"{path} is missing")
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    if _END_OF_TREES not in text:
+        raise store.ModelFolderError(
+            f"{path}: not a whole LightGBM model (no 'end of trees' line; cut short?)"
+        )
+    try:
+        return lgb.Booster(model_str=text)
+    except lgb.basic.LightGBMError as exc:
+        raise store.ModelFolderError(f"{path}: LightGBM cannot read it: {exc}") from exc
 
 
 def table(scores: Mapping[str, float], title: str = "test macro-F1") -> str:

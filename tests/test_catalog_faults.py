@@ -72,9 +72,26 @@ def _duplicate_productid(root: Path) -> list[tuple[str, str, str]]:
     return [("41", first, "first at row 40")]
 
 
+def _unreadable_images(root: Path) -> list[tuple[str, str, str]]:
+    """One photo emptied to 0 bytes, one cut in half: present, but not images a model can train on."""
+    _, x, _ = _frames(root)
+    out = []
+    for row in ("50", "51"):
+        path = (
+            root
+            / "images"
+            / "image_train"
+            / image_filename(int(x.loc[row, "imageid"]), int(x.loc[row, "productid"]))
+        )
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2] if row == "51" else b"")
+        out.append((row, x.loc[row, "productid"], path.name))
+    return out
+
+
 # The quote last: the others rewrite the CSV files through pandas, which would re-quote the broken line.
 FAULTS = {
     "image": (_missing_images, "image file missing"),
+    "unreadable": (_unreadable_images, "image file unreadable"),
     "label": (_unknown_label, "label missing or not in the label set"),
     "duplicate": (_duplicate_productid, "duplicate productid"),
     "quote": (_open_quote, "malformed CSV record"),
@@ -105,6 +122,7 @@ def _runs(workdir: Path) -> list:
             "catalog", "bad CSV quoting: a quote left open in a title swallows the next rows", STOPS, "quote"
         ),
         case("catalog", "missing image files", STOPS, "image"),
+        case("catalog", "unreadable image files (one of 0 bytes, one cut in half)", STOPS, "unreadable"),
         case("catalog", "unknown label (a code outside the label set)", STOPS, "label"),
         case("catalog", "duplicate productid", STOPS, "duplicate"),
     ],
@@ -134,7 +152,7 @@ def test_a_broken_catalog_stops_before_any_training(demo, tmp_path, capsys, faul
 
 @pytest.mark.robustness(
     "catalog",
-    "all four faults at once, with catalog.drop_invalid=true (mmpc train, then mmpc stack)",
+    "all five faults at once, with catalog.drop_invalid=true (mmpc train, then mmpc stack)",
     "the rows are left out; a log line names them; every run has param data.dropped_rows and "
     "data/dropped_rows.csv listing row, productid, reason",
 )
@@ -170,8 +188,30 @@ def test_drop_invalid_leaves_the_rows_out_and_records_them(demo, tmp_path, capsy
     observed(
         "exit 0",
         f"{len(expected)} rows left out ({', '.join(sorted({r for _, _, r, _ in expected}))}); "
-        f"{len(runs)} runs FINISHED, each with data.dropped_rows={len(expected)} and data/dropped_rows.csv"
+        f"{len(runs)} runs FINISHED, each with data.dropped_rows={len(expected)} and data/dropped_rows.csv",
     )
+
+
+@pytest.mark.robustness(
+    "catalog",
+    "every image file is 0 bytes (with and without catalog.drop_invalid=true)",
+    "mmpc train exits 2 before any MLflow run, naming how many image files and one of them",
+)
+def test_a_catalog_whose_images_all_fail_to_decode_is_refused(demo, tmp_path, capsys, observed):
+    root = Path(shutil.copytree(demo, tmp_path / "catalog"))
+    photos = sorted((root / "images" / "image_train").iterdir())
+    for photo in photos:
+        photo.write_bytes(b"")
+    workdir = tmp_path / "work"
+    for drop in ("false", "true"):
+        argv = ["train", "tfidf", "--catalog", str(root), "--workdir", str(workdir)]
+        assert main([*argv, "--set", f"catalog.drop_invalid={drop}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert f"none of its {len(photos)} image files decodes, e.g. {root}/images/image_train/image_" in err
+        assert "empty image" in err
+    assert _runs(workdir) == []
+    observed("exit 2", err.removeprefix("error: ").replace(str(root), "<catalog>"))
 
 
 @pytest.mark.slow

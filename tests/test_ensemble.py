@@ -3,6 +3,8 @@ really the same, and falls back to the fusion model's own backbones (with a warn
 
 from __future__ import annotations
 
+import json
+import re
 import warnings
 
 import lightgbm as lgb
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from robustness import case
 
 from mmpc import ensemble, kinds, stacking
 from mmpc.kinds.fusion import FusionModelConfig
@@ -119,3 +122,70 @@ def test_a_booster_for_other_members_is_refused(tmp_path, members):
     )
     with pytest.raises(store.ModelFolderError, match="do not match the members"):
         ensemble.EnsemblePredictor(folder)
+
+
+def _flip(path, at: int, n: int = 64) -> None:
+    data = bytearray(path.read_bytes())
+    data[at : at + n] = bytes(b ^ 0xFF for b in data[at : at + n])
+    path.write_bytes(bytes(data))
+
+
+def _cut(path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+# (what is damaged, how, the error it must give); each names the file.
+DAMAGE = {
+    "image weights with 64 bytes flipped": (
+        "members/image/model.safetensors",
+        lambda p: _flip(p, p.stat().st_size // 2),
+        r"members/image/model\.safetensors: SHA-256 \w+ does not match the recorded \w+",
+    ),
+    "text weights cut in half": (
+        "members/text/model.safetensors",
+        _cut,
+        r"members/text/model\.safetensors: SHA-256 .* does not match",
+    ),
+    "booster cut in half": ("booster.txt", _cut, r"booster\.txt: SHA-256 .* does not match"),
+    "ensemble.json cut in half": ("ensemble.json", _cut, r"ensemble\.json: not readable JSON"),
+    "meta.json cut in half": ("members/image/meta.json", _cut, r"image/meta\.json: not readable JSON"),
+}
+
+
+REFUSED = "the ensemble refuses to load with an error naming the file (mmpc commands: exit 2); no crash"
+
+
+@pytest.mark.parametrize(
+    "damage", [case("models", f"ensemble folder: {d}", REFUSED, d, id=d) for d in DAMAGE]
+)
+def test_a_damaged_file_refuses_to_load_and_is_named(tmp_path, members, damage, observed):
+    folder = ensemble.build(tmp_path / "ens", members, {}, _booster(tmp_path, list(members)), CODES, top_k=2)
+    ensemble.EnsemblePredictor(folder)  # loads whole
+    relative, spoil, message = DAMAGE[damage]
+    spoil(folder / relative)
+    with pytest.raises(store.ModelFolderError, match=message) as err:
+        ensemble.EnsemblePredictor(folder)
+    observed("refused", _shown(err.value, folder))
+
+
+def _shown(exc: Exception, folder) -> str:
+    """The error as a user reads it, the test's folder and the digests (run-dependent) replaced."""
+    return re.sub(r"\b[0-9a-f]{64}\b", "<sha256>", str(exc).replace(str(folder), "<ensemble>"))
+
+
+@pytest.mark.robustness(
+    "models",
+    "ensemble folder without a recorded booster digest (built earlier): booster cut in half",
+    "refused before LightGBM parses it (its parser aborts the process on a file cut short), naming the file",
+)
+def test_a_booster_cut_short_without_a_recorded_digest_is_refused_not_a_crash(tmp_path, members, observed):
+    # An ensemble built before the digest was recorded: LightGBM's parser would abort the process.
+    folder = ensemble.build(tmp_path / "ens", members, {}, _booster(tmp_path, list(members)), CODES, top_k=2)
+    manifest = json.loads((folder / ensemble.MANIFEST).read_text())
+    del manifest["booster_sha256"]
+    (folder / ensemble.MANIFEST).write_text(json.dumps(manifest))
+    ensemble.EnsemblePredictor(folder)
+    _cut(folder / stacking.BOOSTER_FILE)
+    with pytest.raises(store.ModelFolderError, match=r"booster\.txt: not a whole LightGBM model") as err:
+        ensemble.EnsemblePredictor(folder)
+    observed("refused", _shown(err.value, folder))

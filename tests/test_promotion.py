@@ -3,11 +3,14 @@ check, back with rollback, and never torn by two promotions at once."""
 
 from __future__ import annotations
 
+import re
+import shutil
 import threading
 
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
+from robustness import case
 
 from mmpc import promotion, tracking
 from mmpc import tags as tag
@@ -16,15 +19,22 @@ from mmpc.cli import main
 NAME = "mmpc-ensemble"
 
 
+class _Echo(mlflow.pyfunc.PythonModel):
+    """The smallest real pyfunc: promotion loads a version before crowning it."""
+
+    def predict(self, context, model_input: list[str], params=None) -> list[str]:
+        return model_input
+
+
 @pytest.fixture
 def registry(tmp_path):
     tracking.configure(tmp_path)
     client = MlflowClient()
     client.create_registered_model(NAME)
-    (tmp_path / "model").mkdir()
+    mlflow.pyfunc.save_model(str(tmp_path / "model"), python_model=_Echo(), pip_requirements=[])
 
-    def add(score: float, split: str = "fp-a"):
-        mv = client.create_model_version(NAME, str(tmp_path / "model"))
+    def add(score: float, split: str = "fp-a", folder=None):
+        mv = client.create_model_version(NAME, str(folder or tmp_path / "model"))
         client.set_model_version_tag(NAME, mv.version, "test_macro_f1", f"{score:.6f}")
         client.set_model_version_tag(NAME, mv.version, tag.TEST_FINGERPRINT, split)
         return client.get_model_version(NAME, mv.version)
@@ -100,3 +110,42 @@ def test_two_concurrent_promotions_cannot_both_win(registry, monkeypatch, first)
     # whichever took the lock first, the better model ends as champion and the history agrees
     assert results[better.version].promoted
     assert promotion.history(NAME)[-1] == str(better.version)
+
+
+def _broken_copy(tmp_path, damage: str):
+    folder = tmp_path / f"broken-{damage.replace(' ', '-')}"
+    shutil.copytree(tmp_path / "model", folder)
+    if damage == "no artifacts":
+        shutil.rmtree(folder)
+        folder.mkdir()
+    else:
+        (folder / damage).unlink()
+    return folder
+
+
+NOT_CROWNED = "exit 2 naming the version and the missing file; @champion stays where it was"
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        case("models", "mmpc promote --force: the version's artifact folder is empty", NOT_CROWNED,
+             "no artifacts", "MLmodel", id="empty"),
+        case("models", "mmpc promote --force: the version's MLmodel is missing", NOT_CROWNED,
+             "MLmodel", "MLmodel", id="mlmodel"),
+        case("models", "mmpc promote --force: the version's python_model.pkl is missing", NOT_CROWNED,
+             "python_model.pkl", "python_model.pkl", id="model-file"),
+    ],
+)  # fmt: skip
+def test_force_never_crowns_a_version_that_does_not_load(registry, capsys, damage, named, observed):
+    add, workdir = registry
+    good = add(0.8)
+    promotion.promote_if_better(good, 0.8, _no_rescore)
+    broken = add(0.9, split="fp-b", folder=_broken_copy(workdir, damage))
+    assert main(["promote", str(broken.version), "--force", "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"v{broken.version} does not load" in err and named in err and len(err.splitlines()) == 1
+    assert str(promotion.champion(NAME).version) == str(good.version)
+    shown = re.sub(r"/tmp/\S+/", "<tmp>/", err.removeprefix("error: "))
+    observed("exit 2", f"{shown}; @champion stays v{good.version}")
+    assert main(["promote", str(add(0.9, split="fp-b").version), "--force", "--workdir", str(workdir)]) == 0

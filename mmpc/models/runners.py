@@ -44,7 +44,7 @@ class _FolderRunner(Member):
         self.batch_size = batch_size
 
     def _place(self, module: torch.nn.Module) -> torch.nn.Module:
-        store.load_weights(self.folder, module)
+        store.load_weights(self.folder, module, self.meta.weights_sha256)
         return module.to(self.device).eval()
 
 
@@ -137,7 +137,7 @@ class FusionRunner:
         self.device = device or torch.device("cpu")
         m = self.meta
         self.head = FusionHead(m.text_dims, m.image_dim, len(m.codes), m.mode, m.dim, m.dropout)
-        store.load_weights(Path(folder), self.head)
+        store.load_weights(Path(folder), self.head, m.weights_sha256)
         self.head.to(self.device).eval()
 
     @torch.inference_mode()

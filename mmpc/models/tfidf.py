@@ -102,7 +102,7 @@ class TfidfRunner(Member):
         self.meta: TfidfMeta = kinds.read_meta(self.folder)
         if self.meta.kind != KIND:
             raise store.ModelFolderError(f"{folder}: not a TF-IDF model folder (kind {self.meta.kind!r})")
-        self.arrays = store.load_arrays(self.folder)
+        self.arrays = store.load_arrays(self.folder, self.meta.weights_sha256)
         self.vectorizers = []
         for i, block in enumerate(self.meta.features):
             path = self.folder / f"vocab_{i}.json"
