@@ -29,6 +29,9 @@ def _setup_logging(verbose: bool) -> None:
     )
     for noisy in ("mlflow", "alembic", "urllib3", "httpx", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # MLflow logs a traceback for each database error it re-raises (a locked SQLite store among them):
+    # the error itself reaches ``reporting_errors``, which reports it once.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def cmd_demo_catalog(args: a.DemoCatalogArgs) -> int:

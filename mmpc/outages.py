@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import mlflow
 
+# SQLite's own answer once its busy timeout (5 s per statement, Python's default) has run out while
+# another connection holds a write lock on the file: a bounded wait, then this error.
+_LOCKED_TEXT = "database is locked"
+
 # What the MLflow client says when the tracking server, or the object store behind its artifact
 # proxy, cannot be reached or fails (after the client's own HTTP retries).
 _OUTAGE_TEXT = (
@@ -34,12 +38,24 @@ class ArtifactUploadError(RuntimeError):
     """A logged model's files did not all reach the artifact store; nothing was registered."""
 
 
+def _locked_message() -> str:
+    uri = mlflow.get_tracking_uri()
+    store = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else uri
+    return (
+        f"the MLflow store {store} is locked: another process holds it (a training, a promotion, an "
+        "`mlflow ui` or a tool writing to it); run the same command again once that process is done."
+    )
+
+
 def outage_message(exc: BaseException) -> str | None:
     """A clear message when ``exc`` comes from an unreachable or failing tracking server or
-    artifact store (anywhere in its chain of causes); None for any other error."""
+    artifact store, or a SQLite store another process holds locked (anywhere in its chain of
+    causes); None for any other error."""
     seen: BaseException | None = exc
     while seen is not None:
         text = str(seen).lower()
+        if _LOCKED_TEXT in text:
+            return _locked_message()
         if isinstance(seen, ArtifactUploadError) or any(t in text for t in _OUTAGE_TEXT):
             first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
             return (

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 import re
 from dataclasses import dataclass, fields
@@ -33,6 +34,10 @@ class RequestError(ValueError):
     """A request breaks the input contract; the message names the column and the row."""
 
 
+class SettingError(ValueError):
+    """A serving setting of the environment is not usable; the message names the variable."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one request may hold. Each has an environment variable (``MMPC_<NAME>``) to change it."""
@@ -46,20 +51,30 @@ class Limits:
 
     @classmethod
     def from_env(cls) -> Limits:
+        """The limits with the environment's values; a value that is not a number above 0 is a
+        SettingError naming the variable (read when the model loads: a server never starts with it)."""
         values = {}
         for f in fields(cls):
             raw = os.environ.get(f"MMPC_{f.name.upper()}")
             if raw:
-                kind = int if f.type in ("int", int) else float
-                try:
-                    values[f.name] = kind(raw)
-                except ValueError:
-                    raise ValueError(f"MMPC_{f.name.upper()}={raw!r} is not a number") from None
+                values[f.name] = _limit_value(f.name, raw, int if f.type in ("int", int) else float)
         return cls(**values)
 
     def describe(self) -> list[tuple[str, str, str]]:
         """(limit, value, environment variable) rows for the documentation."""
         return [(f.name, f"{getattr(self, f.name):,}", f"MMPC_{f.name.upper()}") for f in fields(self)]
+
+
+def _limit_value(name: str, raw: str, kind: type) -> int | float:
+    variable, default = f"MMPC_{name.upper()}", getattr(Limits, name)
+    expected = f"the serving limit {name} takes a {'whole ' if kind is int else ''}number above 0"
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingError(f"{variable}={raw!r} is not a number: {expected} (default {default:,})") from None
+    if not math.isfinite(value) or value <= 0:
+        raise SettingError(f"{variable}={raw!r}: {expected} (default {default:,})")
+    return value
 
 
 @dataclass

@@ -14,23 +14,36 @@ import struct
 import threading
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-from e2e import Server, check_predictions
+from e2e import Server, check_predictions, serve
 from PIL import Image
 from robustness import case
+from servers import TIMEOUT
 
+from infra.local import processes
 from mmpc.serving_input import Limits
 
 pytestmark = pytest.mark.slow
 
 LIMITS = Limits()
 GOOD = {"dataframe_records": [{"designation": "Piscine tubulaire hors sol"}]}
-Payload = dict | bytes
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A body sent as it is, with only the headers given (none: no Content-Type at all)."""
+
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Payload = dict | bytes | Raw
 Check = Callable[[requests.Response, "Context"], None]
 
 
@@ -123,9 +136,9 @@ def answered(rows: int, status: str | None = None) -> Check:
     return check
 
 
-def refused(*words: str) -> Check:
+def refused(*words: str, status: int = 400) -> Check:
     def check(resp: requests.Response, ctx: Context) -> None:
-        assert resp.status_code == 400, resp.text[:2000]
+        assert resp.status_code == status, resp.text[:2000]
         message = resp.json()["message"]
         for word in words:
             assert word in message, (word, message[:2000])
@@ -292,6 +305,27 @@ CASES = [
     case(S, "invalid JSON", "400", lambda c: b'{"dataframe_records": [{"designation": ', refused("JSON")),
     case(
         S,
+        "no `Content-Type` header",
+        "415 naming `Content-Type`",
+        lambda c: Raw(b'{"dataframe_records": [{"designation": "Lampe"}]}'),
+        refused("Content-Type", status=415),
+    ),
+    case(
+        S,
+        "JSON nested 100,000 levels deep",
+        "400 saying how deep",
+        lambda c: b'{"dataframe_records": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        refused("nested deeper than"),
+    ),
+    case(
+        S,
+        "`dataframe_split` with 3 `index` entries for 1 row of `data`",
+        "400 naming `index` and `data`",
+        lambda c: {"dataframe_split": {"columns": ["designation"], "index": [0, 1, 2], "data": [["Lampe"]]}},
+        refused("'index' has 3 entries", "'data' has 1 row"),
+    ),
+    case(
+        S,
         "`top_k` of 0",
         "400 naming `top_k`",
         lambda c: records({"designation": "Lampe"}, top_k=0),
@@ -420,10 +454,29 @@ def context(pipeline_run, served) -> Iterator[Context]:
 @pytest.mark.parametrize(("make", "expect"), CASES)
 def test_serving_case(served, context, make, expect, observed):
     payload = make(context)
-    resp = served.invoke(body=payload) if isinstance(payload, bytes) else served.invoke(payload)
+    if isinstance(payload, Raw):
+        url = f"{served.url}/invocations"
+        resp = requests.post(url, data=payload.body, headers=payload.headers, timeout=TIMEOUT)
+    else:
+        resp = served.invoke(body=payload) if isinstance(payload, bytes) else served.invoke(payload)
     observed(*summary(resp))
     expect(resp, context)
     assert context.listener.hits == [], "the server fetched a URL"
     assert served.alive(), served.log.read_text()[-3000:]
     after = served.invoke(GOOD)
     assert after.status_code == 200, after.text[:2000]
+
+
+@pytest.mark.robustness(
+    S,
+    "misconfigured limit (`MMPC_MAX_ROWS=2k`)",
+    "the server refuses to start, naming the variable and the value",
+)
+def test_a_misconfigured_limit_refuses_to_start(pipeline_run, tmp_path, observed):
+    env = {"MMPC_IMAGE_ROOT": str(pipeline_run["catalog"] / "images"), "MMPC_MAX_ROWS": "2k"}
+    server = serve("models:/mmpc-ensemble@champion", pipeline_run["uri"], tmp_path, env)
+    with pytest.raises(processes.ServiceError, match="exited during start-up"), server:
+        pytest.fail("mlflow models serve started with MMPC_MAX_ROWS=2k")
+    errors = [line for line in (tmp_path / "serve.log").read_text().splitlines() if "SettingError" in line]
+    assert errors and "MMPC_MAX_ROWS='2k' is not a number" in errors[-1], errors
+    observed("refused to start", errors[-1].split("SettingError: ", 1)[-1])

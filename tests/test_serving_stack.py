@@ -153,6 +153,25 @@ def test_every_request_needs_the_token(stack):
     assert health.headers["X-Mmpc-Model-Version"] == stack.versions["first"]
 
 
+def test_a_body_that_is_not_json_is_415_at_the_proxy(stack):
+    """No Content-Type (the model server would answer 500), CSV or Parquet (decoded before mmpc's
+    limits run): nginx answers 415 and the body never reaches a model server."""
+    for content_type in (None, "text/csv", "application/vnd.apache.parquet"):
+        headers = {"Authorization": f"Bearer {stack.token}"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        refused = requests.post(
+            f"{stack.url}/invocations",
+            data=b"designation\nLampe\n",
+            headers=headers,
+            verify=stack.ca,
+            timeout=TIMEOUT,
+        )
+        assert refused.status_code == 415, (content_type, refused.text)
+        assert "Content-Type: application/json" in refused.json()["error"]
+    assert stack.post(stack.token).status_code == 200
+
+
 def test_tls_is_verified_against_the_generated_ca(stack):
     assert requests.get(f"{stack.url}/health", verify=stack.ca, timeout=TIMEOUT).status_code == 200
     with pytest.raises(requests.exceptions.SSLError):  # the system's CAs do not know the stack's CA

@@ -87,6 +87,13 @@ http {{
     include {secrets}/auth.conf;
     include {upstream};
 
+    # A POST's body must be JSON: the model server answers 500 to a body without Content-Type, and
+    # decodes CSV and Parquet before mmpc's request limits run (docs/robustness.md, "Layers").
+    map "$request_method $content_type" $mmpc_not_json {{
+        default 0;
+        "~*^POST (?!application/json\\s*(;|$))" 1;
+    }}
+
     server {{
         listen {listen}:{port} ssl;
         server_name localhost;
@@ -105,6 +112,9 @@ http {{
             if ($mmpc_authorized = 0) {{
                 add_header WWW-Authenticate 'Bearer realm="mmpc"' always;
                 return 401 '{{"error": "unauthorized: send Authorization: Bearer <token>"}}\\n';
+            }}
+            if ($mmpc_not_json) {{
+                return 415 '{{"error": "send the body as JSON, with Content-Type: application/json"}}\\n';
             }}
             proxy_pass http://mmpc_model;
         }}
