@@ -46,6 +46,7 @@ MODEL = "mmpc-ensemble"
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "mmpc-serve-load")
+    p.add_argument("--catalog", type=Path, help="where the request rows come from (default: WORKDIR/catalog)")
     p.add_argument("--recipe", default="demo+fast", help="recipe of the build and of the request rows")
     p.add_argument("--size", type=int, default=1000, help="demo catalog size when building")
     p.add_argument("--clients", type=int, default=8)
@@ -154,7 +155,7 @@ def _phase(stack: Stack, cases: list, args: argparse.Namespace, swap_uri: str | 
 def main(argv: list[str] | None = None) -> dict:
     args = _args(argv)
     workdir = args.workdir.resolve()
-    catalog = _store(workdir, args.recipe, args.size)
+    catalog = _store(workdir, args.recipe, args.size) if not args.catalog else args.catalog.resolve()
     scratch = Path(tempfile.mkdtemp(prefix="mmpc-serve-load-"))
     shutil.copy(workdir / "mlflow.db", scratch / "mlflow.db")
     uri = f"sqlite:///{scratch / 'mlflow.db'}"

@@ -193,12 +193,12 @@ def test_tls_is_verified_against_the_generated_ca(stack):
 
 class Traffic(threading.Thread):
     """Requests one after another, each on a new connection, until stopped: every answer's version
-    (consecutive repeats folded) and every failure."""
+    in order and every failure."""
 
     def __init__(self, stack: Stack) -> None:
         super().__init__(daemon=True)
         self.stack = stack
-        self.versions: list[str | None] = []
+        self.answers: list[str | None] = []  # the version of each answer
         self.failures: list[str] = []
         self.sent = 0
         self.stopping = threading.Event()
@@ -214,9 +214,12 @@ class Traffic(threading.Thread):
             except (requests.RequestException, ValueError, KeyError) as exc:
                 self.failures.append(repr(exc))
                 continue
-            version = resp.headers.get("X-Mmpc-Model-Version")
-            if not self.versions or self.versions[-1] != version:
-                self.versions.append(version)
+            self.answers.append(resp.headers.get("X-Mmpc-Model-Version"))
+
+    @property
+    def versions(self) -> list[str | None]:
+        """The versions answering, consecutive repeats folded."""
+        return [v for i, v in enumerate(self.answers) if i == 0 or self.answers[i - 1] != v]
 
 
 def _rolled_out(stack: Stack, traffic: Traffic, key: str, old_pid: int) -> float:
@@ -224,7 +227,7 @@ def _rolled_out(stack: Stack, traffic: Traffic, key: str, old_pid: int) -> float
     version, t0 = stack.versions[key], time.monotonic()
     while time.monotonic() - t0 < ROLLOUT_TIMEOUT:
         serving = stack.status()["serving"] or {}
-        seen = traffic.versions[-1:] == [version] and serving.get("version") == version
+        seen = traffic.answers[-1:] == [version] and serving.get("version") == version
         if seen and not processes.alive(old_pid):
             return time.monotonic() - t0
         time.sleep(0.5)
@@ -240,17 +243,25 @@ def test_the_champion_moves_by_promote_rollback_and_retrain_without_a_failed_req
         "first": lambda: stack.mmpc("rollback"),
         "third": lambda: stack.promote("third"),
     }
+    settled = []  # (answers before the move, answers once rolled out, the version)
     try:
         for key, move in moves.items():
-            old_pid = stack.status()["serving"]["pid"]
+            old_pid, before = stack.status()["serving"]["pid"], len(traffic.answers)
             move()
             print(f"{key}: rolled out in {_rolled_out(stack, traffic, key, old_pid):.1f} s")
+            settled.append((before, len(traffic.answers), stack.versions[key]))
+            time.sleep(2)  # answers after the rollout, before the next move
     finally:
         traffic.stopping.set()
         traffic.join(timeout=150)
     print(f"{traffic.sent} requests, versions seen {traffic.versions}")
     assert traffic.failures == []
-    assert traffic.versions == [stack.versions[k] for k in ("first", "second", "first", "third")]
+    # While nginx reloads, a connection its old workers took a moment earlier is still answered by
+    # the old version; once the old server is stopped, only the new version answers.
+    ends = [before for before, _, _ in settled[1:]] + [len(traffic.answers)]
+    for (before, rolled, version), end in zip(settled, ends, strict=True):
+        assert set(traffic.answers[rolled:end]) == {version}, traffic.answers[before:end]
+    assert traffic.versions[0] == stack.versions["first"]
     assert len(list((stack.root / "run").glob("model-*.pid"))) == 1  # the old servers are stopped
     status = stack.cli("status")
     assert status.returncode == 0 and f"version {stack.versions['third']} on" in status.stdout
@@ -272,3 +283,20 @@ def test_a_broken_version_leaves_the_old_one_serving(stack):
     log = (stack.root / "logs" / "controller.log").read_text()
     assert log.count(f"rolling out {NAME} version {broken} ") <= 1
     assert f"version {broken} failed at" in log
+
+
+@pytest.mark.slow
+def test_the_load_bench_ends_with_json_and_no_error(pipeline_run, tmp_path):
+    """bench/serve_load.py, briefly, on the session's store (it serves a copy of it)."""
+    argv = [
+        sys.executable, str(REPO / "bench" / "serve_load.py"), "--workdir", str(pipeline_run["workdir"]),
+        "--catalog", str(pipeline_run["catalog"]), "--recipe", "demo+fast", "--clients", "2",
+        "--minutes", "0.25", "--no-swap",
+    ]  # fmt: skip
+    env = user_env(TMPDIR=str(tmp_path))
+    done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    steady = json.loads(done.stdout.strip().splitlines()[-1])["steady"]
+    assert steady["requests"] > 0 and steady["errors"] == 0, steady
+    assert steady["by_case"].get("no-token", 0) + steady["by_case"].get("valid-1", 0) > 0
+    assert steady["versions"] and steady["memory_mb"]["start"] > 100
