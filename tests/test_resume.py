@@ -184,5 +184,5 @@ def test_training_killed_at_each_point_resumes_in_the_same_run(tmp_path, observe
     observed(
         f"exit {done.returncode}",
         f"after {len(KILL_POINTS)} kills, {len(runs)} run ({runs[0].info.status}), "
-        f"epochs logged {sorted(m.step for m in history)}, {len(versions)} version (@candidate, tagged)"
+        f"epochs logged {sorted(m.step for m in history)}, {len(versions)} version (@candidate, tagged)",
     )

@@ -52,4 +52,3 @@ def test_the_result_cell_is_the_status_then_the_detail():
     assert robustness.Row("training", "a case", "done", "pipeline FAILED").result == "pipeline FAILED"
     other = robustness.Row("serving", "a case", "400", "200", "1 prediction(s)")
     assert [d.split(":")[0] for d in row.differences(other)] == ["status", "detail"]
-
