@@ -26,7 +26,7 @@ import pytest
 import requests
 from e2e import LEVEL1
 from mlflow.tracking import MlflowClient
-from servers import REPO, mlflow_run, served_model, user_env
+from servers import REPO, mlflow_run, user_env
 
 from infra.local import Topology
 from infra.local.processes import alive, port_open
@@ -275,18 +275,36 @@ def test_model_files_are_objects_in_the_bucket(topology, pipeline, monkeypatch):
             assert body["Body"].read(64).startswith(b"tree")
 
 
-def test_champion_loads_from_the_registry_and_serves_in_a_fresh_process(topology, pipeline):
-    # the serving process reads as `reader`, with the tracking URI alone: artifacts come through the server
-    env = {k: v for k, v in _account_env(topology["topo"], "reader").items() if not k.startswith("AWS_")}
+def test_champion_is_served_behind_the_proxy_reading_the_registry_as_reader(topology, pipeline, tmp_path):
+    """The team's scoring endpoint on this topology: ``python -m infra.serving`` with the `reader`
+    account and the tracking URI alone (artifacts come through the server), TLS and the token."""
+    topo = topology["topo"]
+    env = {k: v for k, v in _account_env(topo, "reader").items() if not k.startswith("AWS_")}
     assert env["MLFLOW_TRACKING_USERNAME"] == "reader" and "PREFECT_API_AUTH_STRING" not in env
-    log = pipeline["work"] / "serve.log"
-    with served_model("models:/mmpc-ensemble@champion", env, log) as server:
-        resp = server.invoke(
-            {"dataframe_records": [{"designation": "Coussin velours 45x45"}, {"designation": "Console"}]}
-        )
+    root = tmp_path / "serving"
+
+    def serving(*args: str) -> subprocess.CompletedProcess:
+        return _module("infra.serving", ["--root", str(root), *args], env)
+
+    up = serving("up")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        port = json.loads((root / "stack.json").read_text())["port"]
+        token = (root / "secrets" / "token").read_text().strip()
+        body = {"dataframe_records": [{"designation": "Coussin velours 45x45"}, {"designation": "Console"}]}
+        resp = requests.post(
+            f"https://127.0.0.1:{port}/invocations", json=body, verify=str(root / "ca.pem"),
+            headers={"Authorization": f"Bearer {token}"}, timeout=120,
+        )  # fmt: skip
+        champion = pipeline["client"].get_model_version_by_alias("mmpc-ensemble", "champion")
+        logs = "".join(p.read_text(errors="replace") for p in (root / "logs").glob("*.log"))
+    finally:
+        assert serving("down").returncode == 0
     assert resp.status_code == 200, resp.text
+    assert resp.headers["X-Mmpc-Model-Version"] == str(champion.version)
     predictions = resp.json()["predictions"]
     assert len(predictions) == 2 and all(p["prdtypecode"] in RAKUTEN_CODES for p in predictions)
+    assert not any(v in logs + up.stdout + up.stderr for v in topo.secret_values())
 
 
 def _mlflow_call(topo: Topology, path: str, body: dict, auth: tuple[str, str] | None) -> requests.Response:
