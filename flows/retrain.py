@@ -24,6 +24,7 @@ one alert to ``MMPC_ALERT_WEBHOOK`` (flows/alerts.py).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict
@@ -454,11 +455,16 @@ def _retrain_slot(wait_seconds: float | None) -> Iterator[None]:
 
 @contextmanager
 def _time_limit(seconds: float | None) -> Iterator[None]:
-    """Prefect's timeout scope over the pipeline (the one its flow engine puts around a flow)."""
+    """Prefect's timeout scope over the pipeline (the one its flow engine puts around a flow). Its
+    expiry cancels the step then running, which Prefect reports as that step's own timeout: past the
+    deadline, a step's timeout is the pipeline's."""
+    deadline = time.monotonic() + seconds if seconds is not None else None
     try:
         with timeout(seconds, timeout_exc_type=_Expired):
             yield
-    except _Expired as exc:
+    except (_Expired, StepTimeout) as exc:
+        if isinstance(exc, StepTimeout) and (deadline is None or time.monotonic() < deadline):
+            raise
         raise RetrainTimeout(
             f"the retrain ran past its time limit of {seconds:g} s (recipe timeouts.retrain_flow_seconds)"
         ) from exc

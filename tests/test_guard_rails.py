@@ -134,9 +134,17 @@ def test_a_step_past_its_limit_fails_the_run_naming_the_step_and_the_limit(
     assert "check-catalog" in run.state.message and "0.01 s" in run.state.message
 
 
-def test_a_retrain_past_its_limit_fails_the_run_naming_the_limit(harness, catalog, tmp_path):
+def test_a_retrain_past_its_limit_fails_the_run_naming_the_limit(harness, catalog, tmp_path, monkeypatch):
     from flows.retrain import RetrainTimeout, retrain
+    from mmpc import pipeline
 
+    opened = pipeline.open_catalog
+
+    def slow_open(*args, **kwargs):  # the first step outlasts the pipeline's limit, whatever the load
+        time.sleep(6)
+        return opened(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "open_catalog", slow_open)
     overrides = {"timeouts.retrain_flow_seconds": 2}
     with pytest.raises(RetrainTimeout) as err:
         retrain(
