@@ -103,10 +103,11 @@ def stack(pipeline_run, tmp_path_factory) -> Iterator[Stack]:
     registry = MlflowClient(tracking_uri=uri, registry_uri=uri)
     champion = registry.get_model_version_by_alias(NAME, "champion")
     versions = {"first": str(champion.version)}
+    # the champion's source names a logged model (models:/m-...), which MLflow would resolve in the
+    # process's current store: its artifact folder, read from the copy, needs no resolving
+    source = registry.get_logged_model(champion.source.removeprefix("models:/")).artifact_location
     for key in ("second", "third"):  # the champion's artifacts and tags (its test split): promotable
-        made = registry.create_model_version(
-            NAME, source=champion.source, run_id=champion.run_id, tags=champion.tags
-        )
+        made = registry.create_model_version(NAME, source, run_id=champion.run_id, tags=champion.tags)
         versions[key] = str(made.version)
     broken = _broken_model(root / "broken-model")
     versions["broken"] = str(registry.create_model_version(NAME, str(broken), run_id=champion.run_id).version)
