@@ -10,9 +10,14 @@ what it must get back:
 
 Phase ``steady``: the champion stays. Phase ``swap``: a quarter into the phase ``@champion`` moves to a
 new version (registered from the champion's own artifacts) and the controller rolls it out; any failed
-request during the swap is an error, and the version header shows the change. Per phase:
-requests/s, errors (any answer but the expected one, or a broken connection), p50/p99 of the valid
-requests, and the resident memory of the model server(s) at start, middle and end.
+request during the swap is an error, and the version header shows the change. Phase ``hostile``: the
+same mix plus the abuse of ``bench/serving/hostile.py`` (cheap images that are costly to resize,
+Parquet and CSV bodies, invalid UTF-8, JSON nested 100,000 deep, a ``dataframe_split`` whose index and
+data disagree, too many rows, no ``Content-Type``), each judged against its bounded answer, while
+``--idle`` connections that never send a byte are held open (and reopened as the endpoint closes
+them). Per phase: requests/s, errors (any answer but the expected one, or a broken connection),
+p50/p99 of the valid requests, and the resident memory of the model server(s) at start, middle and
+end; for ``hostile`` also how many idle connections the endpoint closed and after how long.
 
 The models: ``--workdir`` with a store (``demo/`` after ``make demo``), else one is built there (demo
 catalog, ``retrain`` flow with ``demo+fast``). The swap never touches that store: the load runs on a
@@ -36,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.scoring.memory import MB, tree_rss
-from bench.serving import sustained
+from bench.serving import hostile, sustained
 from bench.serving.common import log, payload, stdout_to_stderr
 from bench.serving.store import build_store, request_rows
 
@@ -51,7 +56,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=1000, help="demo catalog size when building")
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--minutes", type=float, default=2.0, help="each phase's length")
-    p.add_argument("--no-swap", action="store_true", help="the steady phase only")
+    p.add_argument(
+        "--phases", default="steady,swap,hostile", help="comma-separated, in order: steady, swap, hostile"
+    )
+    p.add_argument("--idle", type=int, default=200, help="idle connections held during the hostile phase")
     return p.parse_args(argv)
 
 
@@ -100,8 +108,12 @@ class Stack:
             raise RuntimeError(f"{' '.join(args)}: {done.stderr[-2000:]}")
 
     @property
+    def port(self) -> int:
+        return int(json.loads((self.root / "stack.json").read_text())["port"])
+
+    @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{json.loads((self.root / 'stack.json').read_text())['port']}/invocations"
+        return f"https://127.0.0.1:{self.port}/invocations"
 
     def serving(self) -> dict:
         return json.loads((self.root / "status.json").read_text()).get("serving") or {}
@@ -126,8 +138,9 @@ def _swap(store_uri: str) -> str:
     return str(new.version)
 
 
-def _phase(stack: Stack, cases: list, args: argparse.Namespace, swap_uri: str | None) -> dict:
+def _phase(stack: Stack, cases: list, args: argparse.Namespace, name: str, swap_uri: str | None) -> dict:
     seconds, memory, swapped = args.minutes * 60, {"start": stack.memory_mb()}, {}
+    idle = hostile.IdleHolder("127.0.0.1", stack.port, args.idle).start() if name == "hostile" else None
 
     def tick(elapsed: float) -> None:
         # the swap early in the phase: a new model server takes a while to start beside the load
@@ -144,12 +157,11 @@ def _phase(stack: Stack, cases: list, args: argparse.Namespace, swap_uri: str | 
         verify=str(stack.root / "ca.pem"), on_tick=tick,
     )  # fmt: skip
     memory["end"] = stack.memory_mb()
-    log(f"phase {'swap' if swap_uri else 'steady'}: {json.dumps(out.summary())} memory {memory}")
-    return {
-        **out.summary(),
-        "memory_mb": memory,
-        **({"swapped_to": swapped.get("version")} if swap_uri else {}),
-    }
+    extra = {"swapped_to": swapped.get("version")} if swap_uri else {}
+    if idle:
+        extra["idle"] = idle.stop()
+    log(f"phase {name}: {json.dumps(out.summary())} memory {memory} {extra}")
+    return {**out.summary(), "memory_mb": memory, **extra}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -165,13 +177,10 @@ def main(argv: list[str] | None = None) -> dict:
     log(f"serving stack up in {time.perf_counter() - t0:.0f} s: {stack.url}")
     try:
         cases = _cases(catalog, args.recipe)
-        result = {
-            "clients": args.clients,
-            "minutes": args.minutes,
-            "steady": _phase(stack, cases, args, None),
-        }
-        if not args.no_swap:
-            result["swap"] = _phase(stack, cases, args, uri)
+        result: dict = {"clients": args.clients, "minutes": args.minutes}
+        for name in args.phases.split(","):
+            mix = cases + hostile.cases(request_rows(catalog, args.recipe, 8)) if name == "hostile" else cases
+            result[name] = _phase(stack, mix, args, name, uri if name == "swap" else None)
     finally:
         stack.command("down")
         shutil.rmtree(scratch, ignore_errors=True)
@@ -180,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _report(result: dict) -> None:
-    for name in ("steady", "swap"):
+    for name in ("steady", "swap", "hostile"):
         r = result.get(name)
         if not r:
             continue
@@ -190,6 +199,7 @@ def _report(result: dict) -> None:
             f"{r['error_kinds'] or ''}, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
             f"versions {r['versions']}, "
             f"model server memory {mem.get('start')} / {mem.get('middle')} / {mem.get('end')} MB"
+            + (f", idle connections {r['idle']}" if "idle" in r else "")
         )
     print(json.dumps(result))
 

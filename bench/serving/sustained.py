@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,8 @@ class Case:
     expect: int
     weight: float = 1.0
     headers: dict[str, str | None] = field(default_factory=dict)  # None: leave that header out
+    check: Callable[[Any], str | None] | None = None  # on the expected status: what is wrong, or None
+    hostile: bool = False  # abuse: judged, but not counted in the valid requests' latencies
 
 
 @dataclass
@@ -39,7 +42,7 @@ class Outcome:
     versions: list[tuple[float, str]] = field(
         default_factory=list
     )  # (seconds since start, version) at each change
-    latencies: list[float] = field(default_factory=list)  # seconds, valid requests only
+    latencies: list[float] = field(default_factory=list)  # seconds, valid (not hostile) requests only
     seconds: float = 0.0
 
     def summary(self) -> dict:
@@ -62,6 +65,18 @@ def _send(session, url: str, case: Case, headers: dict[str, str], verify, timeou
     return session.post(
         url, data=case.body, headers={**headers, **case.headers}, verify=verify, timeout=timeout
     )
+
+
+def _judge(case: Case, resp, status: int | None, problem: str = "") -> str | None:
+    """What is wrong with the answer, or None when it is the one the case must get."""
+    if status != case.expect:
+        return problem if status is None else f"HTTP {status}"
+    if case.check is None:
+        return None
+    try:
+        return case.check(resp)
+    except ValueError as exc:  # not the JSON the check reads
+        return f"unreadable answer: {exc}"
 
 
 def run(
@@ -90,20 +105,21 @@ def run(
         with requests.Session() as session:
             while time.monotonic() < deadline:
                 case = rng.choices(cases, weights)[0]
-                start = time.perf_counter()
+                start, problem = time.perf_counter(), ""
                 try:
                     resp = _send(session, url, case, headers, verify, timeout)
                     status, version = resp.status_code, resp.headers.get(VERSION_HEADER)
                 except requests.RequestException as exc:
-                    status, version = None, None
+                    resp, status, version = None, None, None
                     problem = type(exc).__name__
                 took = time.perf_counter() - start
+                wrong = _judge(case, resp, status, problem)
                 with lock:
                     out.sent += 1
                     out.by_case[case.name] += 1
-                    if status != case.expect:
-                        out.errors[f"{case.name}: {problem if status is None else f'HTTP {status}'}"] += 1
-                    elif case.expect == 200:
+                    if wrong:
+                        out.errors[f"{case.name}: {wrong}"] += 1
+                    elif case.expect == 200 and not case.hostile:
                         out.latencies.append(took)
                     if version and (not out.versions or out.versions[-1][1] != version):
                         out.versions.append((time.monotonic() - t0, version))
