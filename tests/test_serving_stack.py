@@ -292,7 +292,7 @@ def test_the_load_bench_ends_with_json_and_no_error(pipeline_run, tmp_path):
     argv = [
         sys.executable, str(REPO / "bench" / "serve_load.py"), "--workdir", str(pipeline_run["workdir"]),
         "--catalog", str(pipeline_run["catalog"]), "--recipe", "demo+fast", "--clients", "2",
-        "--minutes", "0.25", "--no-swap",
+        "--minutes", "0.25", "--phases", "steady",
     ]  # fmt: skip
     env = user_env(TMPDIR=str(tmp_path))
     done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
