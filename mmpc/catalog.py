@@ -15,7 +15,6 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import NoReturn
@@ -24,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from mmpc import images as imaging
+from mmpc import photo_checks
 from mmpc.labels import LabelMap
 from mmpc.text import CONTROL, clean, join
 
@@ -49,8 +49,8 @@ _SHOWN = 5  # offending rows quoted per problem
 _LOGGED = 20  # dropped rows named in the log line (all of them go to dropped_rows.csv)
 # Each photo is decoded at a reduced scale to check it: a JPEG decodes straight to 1/8 of its size,
 # reading its whole compressed stream (a file cut short fails) at about half a full decode's cost.
+# Photos that decoded are remembered (mmpc/photo_checks.py): a catalog read again decodes only what changed.
 _CHECK_SIDE = 32
-_CHECK_THREADS = min(8, os.cpu_count() or 1)  # Pillow decodes without the GIL
 
 
 class CatalogError(ValueError):
@@ -503,14 +503,15 @@ def _unreadable(path: str) -> str:
 
 
 def _check_decodes(
-    df: pd.DataFrame, root: Path, paths: pd.Series, has_image: pd.Series, problems: list[_Problem]
+    df: pd.DataFrame, root: Path, image_dir: Path, names: pd.Series, has_image: pd.Series, problems: list
 ) -> None:
-    """Every present photo is decoded; one that does not is a row problem, and when none decodes the
+    """Every present photo decodes; one that does not is a row problem, and when none decodes the
     catalog is refused outright (a folder of empty or foreign files, which drop_invalid must not hide)."""
     present = np.flatnonzero(has_image.to_numpy(dtype=bool))
-    files = paths.iloc[present].tolist()
-    with ThreadPoolExecutor(_CHECK_THREADS) as pool:
-        why = np.asarray(list(pool.map(_unreadable, files, chunksize=64)), dtype=object)
+    files = [str(image_dir / n) for n in names.iloc[present]]
+    why = np.asarray(
+        photo_checks.unreadable(image_dir, names.iloc[present].tolist(), _unreadable), dtype=object
+    )
     bad = why != ""
     if not bad.any():
         return
@@ -540,7 +541,8 @@ def _validate(
     code = _check_labels(df, labels, problems)
     ids_ok = digits["productid"] & digits["imageid"]
     image_dir, names, has_image = _check_images(df, root, pid, iid, ids_ok, images, problems)
-    _check_decodes(df, root, f"{image_dir}{os.sep}" + names, has_image, problems)
+    if image_dir is not None:
+        _check_decodes(df, root, image_dir, names, has_image, problems)
     return _Parsed(pid, iid, code, names, has_image), image_dir
 
 

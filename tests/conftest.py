@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# Photo checks remembered by the suite's catalogs stay in a folder of the run's own, not the user's cache.
+os.environ.setdefault("MMPC_CACHE_DIR", tempfile.mkdtemp(prefix="mmpc-test-cache-"))
 
 # The robustness table of docs/robustness.md: cases declared by the tests, results they observed.
 pytest_plugins = ["robustness"]
