@@ -48,7 +48,7 @@ from prefect.utilities.timeout import timeout
 
 from flows.alerts import STEP_NOTE, notify_failure
 from flows.report import summary_markdown
-from mmpc import evaluation, kinds, outages, pipeline
+from mmpc import descriptions, evaluation, kinds, outages, pipeline, tracking
 from mmpc import tags as tag
 from mmpc.catalog import CatalogError
 from mmpc.locations import DEFAULT_WORKDIR, LocationError
@@ -260,12 +260,22 @@ def publish(
 
 @task(name="evaluate", **RETRYING)
 def evaluate_ensemble(
-    catalog: str, recipe: str, workdir: str, version: str, overrides: dict[str, Any] | None = None
+    catalog: str,
+    recipe: str,
+    workdir: str,
+    version: str,
+    overrides: dict[str, Any] | None = None,
+    parent_run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the published ensemble on ``test``: an MLflow evaluation run linked to the version,
-    with per-class figures, the confusion matrix and the rows it got wrong."""
+    """Evaluate the published ensemble on ``test``: an MLflow evaluation run linked to the version
+    and nested under the retrain's run, with per-class figures, the confusion matrix and the rows it
+    got wrong. The version's description then links it."""
     r = _recipe(recipe, overrides)
-    ev = evaluation.run_evaluation("ensemble", version, _catalog(catalog, r, workdir), "test", Path(workdir))
+    cat = _catalog(catalog, r, workdir)
+    ev = evaluation.run_evaluation(
+        "ensemble", version, cat, "test", Path(workdir), parent_run_id=parent_run_id
+    )
+    descriptions.describe_version(tracking.resolve("ensemble", version))
     worst = ev.evaluation.worst.head(3)
     return {
         "run_id": ev.run_id,
@@ -280,11 +290,18 @@ def evaluate_ensemble(
 
 @task(name="promote", **RETRYING)
 def promote(
-    catalog: str, recipe: str, workdir: str, version: str, overrides: dict[str, Any] | None = None
+    catalog: str,
+    recipe: str,
+    workdir: str,
+    version: str,
+    overrides: dict[str, Any] | None = None,
+    parent_run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Move @champion to the new ensemble when it is at least as good on the same test split."""
+    """Move @champion to the new ensemble when it is at least as good on the same test split; the
+    decision is recorded on the retrain's run ``parent_run_id`` too."""
     r = _recipe(recipe, overrides)
-    decision = pipeline.promote_version(_catalog(catalog, r, workdir), Path(workdir), version)
+    cat = _catalog(catalog, r, workdir)
+    decision = pipeline.promote_version(cat, Path(workdir), version, pipeline_run_id=parent_run_id)
     return asdict(decision)
 
 
@@ -497,6 +514,17 @@ def retrain(
         return _pipeline(r, common, models, parallel, level1_deployment)
 
 
+def _describe_retrain(parent: str, results: dict[str, dict], published: dict[str, Any] | None) -> None:
+    """The retrain run's description (Table 1, the decision); for a failed retrain, best effort: the
+    error that stopped it is the one to report."""
+    try:
+        descriptions.describe_retrain(parent, results, published)
+    except Exception:
+        if published:
+            raise
+        get_run_logger().warning("could not describe the failed retrain's run %s", parent, exc_info=True)
+
+
 def _pipeline(
     r: Recipe, common: dict[str, Any], models: list[str] | None, parallel: int, level1_deployment: str | None
 ) -> dict[str, Any]:
@@ -508,14 +536,17 @@ def _pipeline(
     parent = pipeline.start_pipeline_run(_catalog(catalog, r, workdir), r, Path(workdir))
     args = {"catalog": catalog, "recipe": recipe, "workdir": workdir, "overrides": overrides}
     ok = False
+    results: dict[str, dict] = {}
     published: dict[str, Any] = {}
     try:
         results = _train_level1(r, base, fusions, common, parent, parallel, level1_deployment)
         versions = {n: res["version"] for n, res in results.items()}
         published = _call(publish, r, versions=versions, parent_run_id=parent, force=common["force"], **args)
         if not published["reused"]:  # an unchanged ensemble keeps the evaluation it had
-            published["evaluation"] = _call(evaluate_ensemble, r, version=published["version"], **args)
-        published.update(_call(promote, r, version=published["version"], **args))
+            published["evaluation"] = _call(
+                evaluate_ensemble, r, version=published["version"], parent_run_id=parent, **args
+            )
+        published.update(_call(promote, r, version=published["version"], parent_run_id=parent, **args))
         ok = True
     finally:
         pipeline.end_pipeline_run(
@@ -524,6 +555,7 @@ def _pipeline(
             {"stack_test_macro_f1": published["scores"]["stack"]} if ok else None,
             tags={tag.ENSEMBLE_VERSION: published["version"]} if ok else None,
         )
+        _describe_retrain(parent, results, published if ok else None)
     markdown = summary_markdown(summary, results, published, parent)
     create_markdown_artifact(
         markdown, key="retrain-summary", description="test macro-F1 and promotion decision"

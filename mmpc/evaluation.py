@@ -240,8 +240,10 @@ def run_evaluation(
     device: torch.device | None = None,
     worst: int = 10,
     out: Path | None = None,
+    parent_run_id: str | None = None,
 ) -> EvaluationRun:
-    """Score ``mmpc-<model>`` version/alias ``ref`` on ``split`` of ``catalog``; log an evaluation run."""
+    """Score ``mmpc-<model>`` version/alias ``ref`` on ``split`` of ``catalog``; log an evaluation run
+    (nested under ``parent_run_id``: the retrain that published the version)."""
     if split != "all" and split not in SPLITS:
         raise EvaluationError(f"unknown split {split!r}; choose from {[*SPLITS, 'all']}")
     mv = _version(model, ref, workdir)
@@ -252,7 +254,9 @@ def run_evaluation(
     exp = tracking.experiment_id(catalog.name, workdir)
     name = f"evaluate {mv.name} v{mv.version} {split}"
     with (
-        mlflow.start_run(experiment_id=exp, run_name=name, tags=_run_tags(mv, split)) as run,
+        mlflow.start_run(
+            experiment_id=exp, run_name=name, parent_run_id=parent_run_id, tags=_run_tags(mv, split)
+        ) as run,
         tracking.scratch() as tmp,
     ):
         kind, predictor = _load_checked(mv, tmp / "model", device or torch.device("cpu"), codes)

@@ -55,17 +55,26 @@ def project_run() -> Iterator[str | None]:
             os.environ[_CONTEXT] = previous
 
 
-def record_outcome(run_id: str | None, tags: Mapping[str, str], metrics: Mapping[str, float]) -> None:
-    """The step's outcome on the project run: where its results are, and its headline figures."""
+def record_outcome(
+    run_id: str | None, tags: Mapping[str, str], metrics: Mapping[str, float], note: str = ""
+) -> None:
+    """The step's outcome on the project run: where its results are, its headline figures, and a
+    description linking the step's run and the version it registered (``note`` ends its sentence)."""
     if not run_id:
         return
     from mlflow.tracking import MlflowClient
+
+    from mmpc import descriptions
 
     client = MlflowClient()
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
     for key, value in metrics.items():
         client.log_metric(run_id, key, float(value))
+    step = tags.get(tag.STEP_RUN_ID) or tags.get(tag.PIPELINE_RUN_ID, "")
+    score = metrics.get("test_macro_f1", metrics.get("stack_test_macro_f1"))
+    name, version = tags[tag.REGISTERED_MODEL], tags[tag.REGISTERED_VERSION]
+    descriptions.describe_project_run(run_id, step, name, version, score, note)
 
 
 def record_training(run_id: str | None, result: Any, inputs: Mapping[str, str]) -> None:
@@ -98,6 +107,7 @@ def record_stacking(run_id: str | None, result: Any, members: Mapping[str, str])
             **{tag.member(n): v for n, v in members.items()},
         },
         {"test_macro_f1": result.scores["stack"]},
+        _promotion_note(result.promoted, result.reason),
     )
 
 
@@ -113,7 +123,12 @@ def record_pipeline(run_id: str | None, result: Mapping[str, Any]) -> None:
             tag.PROMOTED: str(published["promoted"]),
         },
         {"stack_test_macro_f1": published["scores"]["stack"]},
+        _promotion_note(published["promoted"], published["reason"]),
     )
+
+
+def _promotion_note(promoted: bool, reason: str) -> str:
+    return f", {'promoted to @champion' if promoted else 'not promoted'}: {reason}"
 
 
 def refs(text: str) -> dict[str, str]:

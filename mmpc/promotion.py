@@ -24,8 +24,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mmpc import descriptions, tracking
 from mmpc import tags as tag
-from mmpc import tracking
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ def _crown(name: str, version: str) -> None:
     client.set_registered_model_alias(name, tracking.CHAMPION, version)
     past = [v for v in history(name) if v != version] + [version]
     client.set_registered_model_tag(name, tag.CHAMPION_HISTORY, json.dumps(past[-100:]))
+    descriptions.describe_registered_model(name)  # it names the champion
 
 
 def promote_if_better(mv: ModelVersion, score: float, rescore: Callable[[ModelVersion], float]) -> Decision:
@@ -173,4 +174,5 @@ def rollback(model: str) -> str:
         client = MlflowClient()
         client.set_registered_model_alias(name, tracking.CHAMPION, previous)
         client.set_registered_model_tag(name, tag.CHAMPION_HISTORY, json.dumps(past))
+        descriptions.describe_registered_model(name)  # it names the champion
         return f"{name}@{tracking.CHAMPION}: v{current.version} -> v{previous}"

@@ -30,6 +30,8 @@ MEMBER_PREFIX = "mmpc.member."
 # Promotion.
 PROMOTED = "mmpc.promoted"
 PROMOTION_REASON = "mmpc.promotion_reason"
+CHAMPION_VERSION = "mmpc.champion_version"  # on a run carrying a decision: the champion after it
+PREVIOUS_CHAMPION = "mmpc.previous_champion"  # ... and the champion it was compared with
 PROMOTION_LOCK = "mmpc.promotion_lock"
 CHAMPION_HISTORY = "mmpc.champion_history"
 

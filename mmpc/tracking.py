@@ -12,7 +12,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -66,20 +66,30 @@ def ui_base() -> str | None:
     return base.rstrip("/") if base.startswith(("http://", "https://")) else None
 
 
+def run_route(experiment: str, run_id: str) -> str:
+    """A run's page in the MLflow UI, relative to the UI's address (``#/...``)."""
+    return f"#/experiments/{experiment}/runs/{run_id}"
+
+
+def version_route(name: str, version: str) -> str:
+    """A registered model version's page in the MLflow UI, relative to the UI's address."""
+    return f"#/models/{name}/versions/{version}"
+
+
 def run_link(run_id: str) -> str:
     """A markdown link to a run in the MLflow UI, or its id when there is no UI address."""
     base = ui_base()
     if not base:
         return f"run `{run_id}`"
     exp = MlflowClient().get_run(run_id).info.experiment_id
-    return f"[run {run_id[:8]}]({base}/#/experiments/{exp}/runs/{run_id})"
+    return f"[run {run_id[:8]}]({base}/{run_route(exp, run_id)})"
 
 
 def version_link(model: str, version: str) -> str:
     name = model if model.startswith(REGISTRY_PREFIX) else registered_name(model)
     base = ui_base()
     text = f"{name} v{version}"
-    return f"[{text}]({base}/#/models/{name}/versions/{version})" if base else text
+    return f"[{text}]({base}/{version_route(name, version)})" if base else text
 
 
 def is_local_store(uri: str) -> bool:
@@ -88,18 +98,20 @@ def is_local_store(uri: str) -> bool:
 
 def experiment_id(catalog_name: str, workdir: str | Path) -> str:
     """One experiment per catalog, ``mmpc/<catalog>``; a local store keeps artifacts in the workdir."""
+    from mmpc import descriptions  # it reads this module's routes and names
+
     name = f"mmpc/{catalog_name}"
     client = MlflowClient()
     found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    location = None
-    if is_local_store(mlflow.get_tracking_uri()):
-        location = (Path(workdir).resolve() / "mlartifacts").as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException:  # created concurrently by another run
-        return client.get_experiment_by_name(name).experiment_id
+    if found is None:
+        location = None
+        if is_local_store(mlflow.get_tracking_uri()):
+            location = (Path(workdir).resolve() / "mlartifacts").as_uri()
+        with suppress(MlflowException):  # created concurrently by another run
+            client.create_experiment(name, artifact_location=location)
+        found = client.get_experiment_by_name(name)
+    descriptions.describe_experiment(found, catalog_name)  # once: an experiment without one
+    return found.experiment_id
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -243,7 +255,9 @@ def complete_version(mv: ModelVersion, tags: dict[str, str]) -> ModelVersion:
         client.set_model_version_tag(mv.name, mv.version, key, value)
     client.set_registered_model_alias(mv.name, CANDIDATE, mv.version)
     log.info("registered %s version %s (@%s)", mv.name, mv.version, CANDIDATE)
-    return client.get_model_version(mv.name, mv.version)
+    from mmpc import descriptions  # it reads this module's routes and names
+
+    return descriptions.describe_registered(client.get_model_version(mv.name, mv.version))
 
 
 def find_version(model: str, tag: str, value: str) -> ModelVersion | None:

@@ -11,10 +11,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.tracking import MlflowClient
 
-from mmpc import packaging, promotion, tracking
-from mmpc import tags as tag
+from mmpc import descriptions, packaging, promotion, tracking
 from mmpc.catalog import Catalog
 from mmpc.metrics import macro_f1
 from mmpc.pipeline.inference import CHUNK, request_example
@@ -38,13 +36,20 @@ def _rescore(catalog: Catalog, test: pd.DataFrame) -> Callable[[ModelVersion], f
     return score
 
 
-def decide_promotion(catalog: Catalog, mv: ModelVersion) -> promotion.Decision:
+def decide_promotion(
+    catalog: Catalog, mv: ModelVersion, pipeline_run_id: str | None = None
+) -> promotion.Decision:
     """Move @champion to ``mv`` when its test macro-F1 is at least the champion's on this catalog's
-    test split; the decision is recorded on the version's stacking run."""
+    test split; the decision is recorded on the version's stacking run and on the retrain run
+    ``pipeline_run_id`` (tags, and the two scores compared as metrics)."""
     score = float(mv.tags["test_macro_f1"])
-    decision = promotion.promote_if_better(mv, score, _rescore(catalog, catalog.split("test")))
-    MlflowClient().set_tag(mv.run_id, tag.PROMOTED, str(decision.promoted))
-    MlflowClient().set_tag(mv.run_id, tag.PROMOTION_REASON, decision.reason)
+    before = promotion.champion(mv.name)
+    rescored: dict[str, float] = {}
+    rescore = _remembered(_rescore(catalog, catalog.split("test")), rescored)
+    decision = promotion.promote_if_better(mv, score, rescore)
+    outcome = _outcome(mv, score, decision, before, rescored)
+    for run_id in dict.fromkeys(r for r in (mv.run_id, pipeline_run_id) if r):
+        descriptions.record_promotion(run_id, outcome)
     log.info(
         "%s v%s: %s (%s)",
         mv.name,
@@ -55,12 +60,52 @@ def decide_promotion(catalog: Catalog, mv: ModelVersion) -> promotion.Decision:
     return decision
 
 
+def _remembered(
+    rescore: Callable[[ModelVersion], float], seen: dict[str, float]
+) -> Callable[[ModelVersion], float]:
+    """``rescore``, keeping each score it computed by version: the decision reports the one compared."""
+
+    def score(mv: ModelVersion) -> float:
+        seen[str(mv.version)] = value = rescore(mv)
+        return value
+
+    return score
+
+
+def _outcome(
+    mv: ModelVersion,
+    score: float,
+    decision: promotion.Decision,
+    before: ModelVersion | None,
+    rescored: dict[str, float],
+) -> descriptions.Promotion:
+    """The decision with the two scores it compared (the champion's as re-scored, if it was)."""
+    compared = before if before is not None and str(before.version) != str(mv.version) else None
+    compared_score = None
+    if compared is not None:
+        version = str(compared.version)
+        tagged = compared.tags.get("test_macro_f1")
+        compared_score = rescored.get(version, float(tagged) if tagged else None)
+    return descriptions.Promotion(
+        decision.promoted,
+        decision.reason,
+        str(mv.version),
+        score,
+        decision.champion_version,
+        str(compared.version) if compared is not None else None,
+        compared_score,
+    )
+
+
 def no_promotion(mv: ModelVersion) -> promotion.Decision:
     current = promotion.champion(mv.name)
     return promotion.Decision(False, "promotion not asked", current and str(current.version))
 
 
-def promote_version(catalog: Catalog, workdir: Path, version: str) -> promotion.Decision:
-    """The promotion step on its own: ``mmpc-ensemble`` ``version`` against the current champion."""
+def promote_version(
+    catalog: Catalog, workdir: Path, version: str, pipeline_run_id: str | None = None
+) -> promotion.Decision:
+    """The promotion step on its own: ``mmpc-ensemble`` ``version`` against the current champion;
+    the decision is also recorded on the retrain run ``pipeline_run_id``."""
     tracking.configure(workdir)
-    return decide_promotion(catalog, tracking.resolve("ensemble", version))
+    return decide_promotion(catalog, tracking.resolve("ensemble", version), pipeline_run_id)
