@@ -23,7 +23,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mmpc import kinds, plots, tracking
+from mmpc import kinds, plots, run_names, tracking
 from mmpc import metrics as M
 from mmpc import tags as tag
 from mmpc.catalog import SPLITS, Catalog
@@ -202,11 +202,8 @@ def _log_inputs(
     """The run's inputs: the catalog, and the scored rows as a dataset linked to the logged model."""
     mlflow.set_tag(tag.KIND, kind)
     tracking.log_catalog(catalog)
-    dataset = mlflow.data.from_pandas(
-        frame[["productid", "designation", "description", "prdtypecode"]],
-        name=f"{catalog.name}/{split}",
-        targets="prdtypecode",
-    )
+    # The dataset a training run logged for the same split: the scores line up in the UI.
+    dataset = tracking.split_dataset(catalog, split, frame)
     model_id = tracking.logged_model_id(mv)
     mlflow.log_input(dataset, context=split, model=LoggedModelInput(model_id) if model_id else None)
     mlflow.log_params({"model": mv.name, "version": str(mv.version), "split": split, "kind": kind})
@@ -252,7 +249,7 @@ def run_evaluation(
         raise EvaluationError(f"split {split!r} of catalog {catalog.name} has no products")
     codes = list(catalog.labels.codes)
     exp = tracking.experiment_id(catalog.name, workdir)
-    name = f"evaluate {mv.name} v{mv.version} {split}"
+    name = run_names.run_name(f"evaluate {mv.name} v{mv.version} {split}")
     with (
         mlflow.start_run(
             experiment_id=exp, run_name=name, parent_run_id=parent_run_id, tags=_run_tags(mv, split)
@@ -271,6 +268,10 @@ def run_evaluation(
         )
         result = EvaluationRun(mv.name, str(mv.version), kind, catalog.name, split, run.info.run_id, ev)
         mlflow.log_text(table(result) + "\n", f"{ARTIFACT_DIR}/{split}_summary.md")
+        test_f1 = ev.scores["macro_f1"] if split == "test" else None
+        tracking.log_summary(
+            run.info.run_id, mv.name, test_f1, str(mv.version), split=split, macro_f1=ev.scores["macro_f1"]
+        )
     log.info(
         "%s v%s on %s/%s: macro-F1 %.4f", mv.name, mv.version, catalog.name, split, ev.scores["macro_f1"]
     )

@@ -12,7 +12,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from mmpc.labels import RAKUTEN_NAMES
+from mmpc.labels import RAKUTEN_NAMES, describe
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -35,11 +35,12 @@ def scores(y_true: np.ndarray, probs: np.ndarray, prefix: str) -> dict[str, floa
 
 
 def per_class_report(y_true: np.ndarray, y_pred: np.ndarray, codes: list[int]) -> str:
+    """sklearn's per-class precision/recall/F1 table, each row named by its code and product type."""
     return classification_report(
         y_true,
         y_pred,
         labels=list(range(len(codes))),
-        target_names=[str(c) for c in codes],
+        target_names=[describe(c) for c in codes],
         zero_division=0,
         digits=3,
     )

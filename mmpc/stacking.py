@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
+from mmpc.labels import RAKUTEN_NAMES
 from mmpc.metrics import macro_f1
 from mmpc.recipe import StackingConfig
 
@@ -161,14 +162,20 @@ class Explainer:
 
 
 def only_one_right(
-    probs: Mapping[str, np.ndarray], y: np.ndarray, stacked: np.ndarray, contributions: pd.DataFrame
+    probs: Mapping[str, np.ndarray],
+    y: np.ndarray,
+    stacked: np.ndarray,
+    contributions: pd.DataFrame,
+    products: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The paper's Table 2: rows that exactly one level-1 model got right, whether the stack got them
-    right, and which model drove the stacked prediction (largest SHAP contribution)."""
+    right, and which model drove the stacked prediction (largest SHAP contribution). With
+    ``products`` (the scored rows, in the same order), each row also names its product: productid,
+    title and true product type."""
     models = list(contributions.columns)
     right = np.stack([np.nan_to_num(probs[m], nan=-1).argmax(1) == y for m in models], axis=1)
     rows = np.flatnonzero(right.sum(axis=1) == 1)
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "row": rows,
             "only_right": [models[i] for i in right[rows].argmax(axis=1)],
@@ -176,6 +183,18 @@ def only_one_right(
             "driver": contributions.iloc[rows].idxmax(axis=1).to_numpy(),
         }
     )
+    if products is None:
+        return table
+    picked = products.iloc[rows]
+    named = pd.DataFrame(
+        {
+            "productid": picked["productid"].to_numpy(),
+            "designation": picked["designation"].to_numpy(),
+            "true": picked["prdtypecode"].to_numpy(),
+            "true_name": [RAKUTEN_NAMES.get(int(c), "") for c in picked["prdtypecode"]],
+        }
+    )
+    return pd.concat([table[["row"]], named, table.drop(columns="row")], axis=1)
 
 
 def contributions_png(contributions: pd.DataFrame, path: Path) -> None:

@@ -11,21 +11,26 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
+from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mmpc import metrics as M
-from mmpc import packaging
+from mmpc import packaging, run_names
 from mmpc import tags as tag
 from mmpc.catalog import Catalog
+from mmpc.labels import describe
 from mmpc.outages import ArtifactUploadError
 from mmpc.plots import confusion_png
 
@@ -35,6 +40,17 @@ REGISTRY_PREFIX = "mmpc-"
 CANDIDATE, CHAMPION = "candidate", "champion"
 # MLflow keeps param values up to 6000 characters; longer values are cut with a marker.
 _PARAM_MAX = 6000
+# Seconds between system-metric samples of a training run: demo trainings last seconds to minutes
+# (MLflow's default, 10 s, leaves short runs without a single sample).
+SYSTEM_METRICS_INTERVAL_S = 1.0
+# The file every run keeps at its artifact root (what it trained, on what, how it scored), so the UI's
+# compare view has a file common to all runs.
+SUMMARY_FILE = "summary.json"
+# A split's MLflow dataset: the columns that identify its products (not the images), and the context
+# it is logged with by the run that uses it.
+DATASET_COLUMNS = ("productid", "designation", "prdtypecode")
+DATASET_CONTEXTS = {"train": "training", "valid": "validation", "stack": "training", "test": "testing"}
+_DIGEST_CHARS = 16  # MLflow stores dataset digests of at most 36 characters
 
 
 def registered_name(model: str) -> str:
@@ -138,6 +154,73 @@ def scratch() -> Iterator[Path]:
         yield Path(tmp)
 
 
+def start_training_run(**kwargs: Any) -> mlflow.ActiveRun:
+    """``mlflow.start_run`` with system metrics (CPU, memory, disk, network; NVIDIA GPUs through
+    pynvml) sampled every ``SYSTEM_METRICS_INTERVAL_S`` unless ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL``
+    says otherwise. The monitor thread stops when the run ends."""
+    if MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.get() is None:
+        mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
+    return mlflow.start_run(log_system_metrics=True, **kwargs)
+
+
+def split_dataset(catalog: Catalog, split: str, frame: pd.DataFrame | None = None) -> PandasDataset:
+    """The products of one split (``all``: the whole catalog) as an MLflow dataset named
+    ``<catalog>-<split>`` whose digest is the split's content fingerprint: every run that reads the
+    same rows names the same dataset, so their scores line up in the UI."""
+    rows = (catalog.split(split) if split != "all" else catalog.frame) if frame is None else frame
+    prints = catalog.fingerprint(None if split == "all" else [split])
+    with warnings.catch_warnings():  # a local path fits two equivalent source classes; either will do
+        warnings.simplefilter("ignore", UserWarning)
+        return mlflow.data.from_pandas(
+            rows[list(DATASET_COLUMNS)].reset_index(drop=True),
+            source=str(catalog.root),
+            targets="prdtypecode",
+            name=f"{catalog.name}-{split}",
+            digest=prints[:_DIGEST_CHARS],
+        )
+
+
+def log_splits(catalog: Catalog, splits: Sequence[str]) -> dict[str, PandasDataset]:
+    """The active run's input datasets, one per split, each with its context (training, ...)."""
+    datasets = {s: split_dataset(catalog, s) for s in splits}
+    for split, ds in datasets.items():
+        mlflow.log_input(ds, context=DATASET_CONTEXTS[split])
+    return datasets
+
+
+def log_summary(
+    run_id: str, model: str, test_macro_f1: float | None, version: str | None, **extra: Any
+) -> dict:
+    """``summary.json`` at the run's artifact root: the model, its seed and recipe, the catalog's
+    fingerprint and split sizes (read back from the run's tags and params), its test macro-F1, the
+    version it registered (or evaluated), and ``extra`` fields."""
+    run = MlflowClient().get_run(run_id)
+    tags, params = run.data.tags, run.data.params
+    rows = "data.rows."
+    summary = {
+        "run_name": run.info.run_name,
+        "model": model,
+        "seed": int(tags[tag.SEED]) if tag.SEED in tags else None,
+        "recipe": tags.get(tag.RECIPE),
+        "catalog": tags.get(tag.CATALOG),
+        "data_fingerprint": tags.get(tag.DATA_FINGERPRINT),
+        "split_sizes": {k.removeprefix(rows): int(v) for k, v in params.items() if k.startswith(rows)},
+        "test_macro_f1": test_macro_f1,
+        "registered_version": version,
+        **extra,
+    }
+    MlflowClient().log_text(run_id, json.dumps(summary, indent=1, ensure_ascii=False) + "\n", SUMMARY_FILE)
+    return summary
+
+
+def name_version(run_id: str, version: str | int) -> str:
+    """Append `` · v<N>`` to the name of the run that registered version N; returns the name."""
+    client = MlflowClient()
+    name = run_names.with_version(client.get_run(run_id).info.run_name, version)
+    client.update_run(run_id, name=name)
+    return name
+
+
 def log_catalog(catalog: Catalog) -> dict[str, str]:
     """The data fingerprint and split manifest of the catalog a run used; returns the tags set."""
     with scratch() as tmp:
@@ -156,24 +239,31 @@ def log_catalog(catalog: Catalog) -> dict[str, str]:
     return tags
 
 
-def log_evaluation(y: np.ndarray, probs: np.ndarray, codes: list[int], split: str) -> dict[str, float]:
-    """Metrics ``<split>_macro_f1`` etc., a confusion matrix PNG and a per-class report.
+def log_evaluation(
+    y: np.ndarray, probs: np.ndarray, codes: list[int], split: str, dataset: PandasDataset | None = None
+) -> dict[str, float]:
+    """Metrics ``<split>_macro_f1`` etc. (against ``dataset`` when given), the confusion matrix as a
+    PNG and a CSV, and the per-class report (text and CSV) with the product-type names.
 
     Rows whose probabilities are missing (an image model without a photo) are left out and counted.
     """
     ok = ~np.isnan(probs).any(axis=1)
     scores = M.scores(y[ok], probs[ok], split)
+    mlflow.log_metrics(scores, dataset=dataset)
+    mlflow.log_metric(f"{split}_rows", float(ok.sum()))
     scores[f"{split}_rows"] = float(ok.sum())
-    mlflow.log_metrics(scores)
     y_pred = probs[ok].argmax(1)
+    cm = M.confusion(y[ok], y_pred, len(codes))
     with scratch() as tmp:
         confusion_png(
-            M.confusion(y[ok], y_pred, len(codes)),
-            codes,
-            tmp / f"{split}_confusion.png",
-            f"{split}: macro-F1 {scores[f'{split}_macro_f1']:.4f}",
+            cm, codes, tmp / f"{split}_confusion.png", f"{split}: macro-F1 {scores[f'{split}_macro_f1']:.4f}"
+        )
+        names = [describe(c) for c in codes]
+        pd.DataFrame(cm, index=names, columns=names).rename_axis("true \\ predicted").to_csv(
+            tmp / f"{split}_confusion.csv"
         )
         (tmp / f"{split}_report.txt").write_text(M.per_class_report(y[ok], y_pred, codes))
+        M.per_class(y[ok], y_pred, codes).to_csv(tmp / f"{split}_per_class.csv", index=False)
         mlflow.log_artifacts(str(tmp), artifact_path="evaluation")
     return scores
 
@@ -221,12 +311,17 @@ def log_pyfunc(
     input_example,
     tags: dict[str, str] | None = None,
     model_config: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+    scores: Sequence[tuple[dict[str, float], PandasDataset]] = (),
 ) -> ModelVersion:
     """Log a models-from-code pyfunc into the active run and register it as ``mmpc-<model>``.
 
     The version is created only after the artifact store holds every file of the model, with its
     tags in the same call, so no registered version points at missing files or lacks its tags. It
-    gets the ``candidate`` alias.
+    gets the ``candidate`` alias. ``params`` are the logged model's own (its page and the logged-models
+    table list them). MLflow copies the run's step-0 metrics onto the model without their dataset;
+    ``scores`` are logged again against the model and their dataset, so every model's scores on one
+    dataset share a column group in the logged-models table.
     """
     name = registered_name(model)
     with scratch() as tmp:
@@ -241,8 +336,11 @@ def log_pyfunc(
             input_example=input_example,
             pip_requirements=packaging.requirements(),
             model_config=model_config,
+            params={k: str(v) for k, v in (params or {}).items()},
         )
     verify_logged_model(info.model_id, artifacts)
+    for metrics, dataset in scores:
+        mlflow.log_metrics(metrics, model_id=info.model_id, dataset=dataset)
     mv = mlflow.register_model(info.model_uri, name, tags=dict(tags or {}))
     return complete_version(mv, {})
 

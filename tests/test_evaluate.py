@@ -80,14 +80,15 @@ def test_level1_version_is_evaluated_logged_and_linked(registered, capsys, tmp_p
     mv = client.get_model_version("mmpc-tfidf", version)
     model_id = tracking.logged_model_id(mv)
     assert model_id and [m.model_id for m in run.inputs.model_inputs] == [model_id]
-    assert run.inputs.dataset_inputs[0].dataset.name == "catalog/test"
+    assert run.inputs.dataset_inputs[0].dataset.name == "catalog-test"
     linked = {m.key for m in client.get_logged_model(model_id).metrics if m.run_id == run.info.run_id}
     assert "test_macro_f1" in linked
     assert mv.tags["mmpc.evaluation.catalog.test"] == run.info.run_id
 
-    # the files a person opens: a 27 x 27 confusion matrix, every error with its text
+    # the files a person opens: a 27 x 27 confusion matrix drawn at the MLflow artifact viewer's width
+    # (never scaled down there), every error with its text
     with Image.open(tmp_path / "test_confusion.png") as img:
-        assert img.width > 1000 and img.height > 1000
+        assert 900 <= img.width <= 1000 and img.height >= 800
     cm = pd.read_csv(tmp_path / "test_confusion.csv", index_col=0)
     assert cm.shape == (27, 27) and list(cm.columns.astype(int)) == list(RAKUTEN_CODES)
     errors = pd.read_csv(tmp_path / "test_errors.csv")

@@ -31,7 +31,7 @@ from servers import REPO, mlflow_run, user_env
 from infra.local import Topology
 from infra.local.processes import alive, port_open
 from infra.local.topology import CLIENT_UNSET, SECRET_ENV
-from mmpc import tracking
+from mmpc import run_names, tracking
 from mmpc.demo_catalog import write_demo_catalog
 from mmpc.labels import RAKUTEN_CODES
 
@@ -241,7 +241,7 @@ def test_project_run_holds_the_pipeline_run_as_its_child(pipeline):
     parent = client.get_run(project.data.tags["mmpc.pipeline_run_id"])
     assert parent.data.tags["mlflow.parentRunId"] == project.info.run_id
     children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    assert {r.info.run_name for r in children} == {*LEVEL1, "stack"}
+    assert {run_names.what(r.info.run_name) for r in children} == {*LEVEL1, "stack"}
     assert (
         project.data.tags["mmpc.registered_version"] == "1" and project.data.tags["mmpc.promoted"] == "True"
     )

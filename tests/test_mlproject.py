@@ -18,7 +18,7 @@ from servers import REPO, mlflow_run, user_env
 
 from flows.__main__ import COMMANDS as flows_commands
 from mmpc import arguments as a
-from mmpc import cli, project
+from mmpc import cli, project, run_names
 from mmpc.demo_catalog import write_demo_catalog
 from mmpc.recipe import RecipeError
 
@@ -166,7 +166,7 @@ def test_each_entry_point_nests_its_own_run_under_the_project_run(runs):
         proj = projects[name]
         assert proj.data.params["epochs"] == "1" and proj.data.params["recipe"] == "demo"
         step = client.get_run(proj.data.tags["mmpc.step_run_id"])
-        assert step.info.status == "FINISHED" and step.info.run_name == name
+        assert step.info.status == "FINISHED" and run_names.what(step.info.run_name) == name
         assert step.data.tags["mlflow.parentRunId"] == proj.info.run_id
         assert step.data.tags["mmpc.project_run_id"] == proj.info.run_id
         assert step.info.experiment_id == proj.info.experiment_id

@@ -18,7 +18,7 @@ from servers import user_env
 
 from infra.local import Topology
 from infra.local.topology import CLIENT_UNSET
-from mmpc import tracking
+from mmpc import run_names, tracking
 from mmpc.demo_catalog import write_demo_catalog
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -70,7 +70,7 @@ def _state(topo: Topology, catalog: Path) -> dict:
     client = MlflowClient(tracking_uri=topo.mlflow_url, registry_uri=topo.mlflow_url)
     exp = client.get_experiment_by_name(f"mmpc/{catalog.name}")
     runs = client.search_runs([exp.experiment_id]) if exp else []
-    level1 = [r for r in runs if r.info.run_name == "flaubert"]
+    level1 = [r for r in runs if run_names.what(r.info.run_name) == "flaubert"]
     versions = (
         client.search_model_versions(f"name = 'mmpc-flaubert' and run_id = '{level1[0].info.run_id}'")
         if level1

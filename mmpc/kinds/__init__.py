@@ -13,7 +13,19 @@ from typing import Any
 from mmpc.kinds import fusion, image, text, tfidf  # noqa: F401  (each registers its kind)
 from mmpc.kinds.base import REGISTRY, Kind, Member, Meta, MetaError, TrainConfig, register, resolve
 
-__all__ = ["Kind", "Member", "Meta", "MetaError", "TrainConfig", "get", "names", "of", "register", "resolve"]
+__all__ = [
+    "Kind",
+    "Member",
+    "Meta",
+    "MetaError",
+    "TrainConfig",
+    "get",
+    "key_params",
+    "names",
+    "of",
+    "register",
+    "resolve",
+]
 
 
 def names() -> list[str]:
@@ -68,3 +80,22 @@ def build(
 ) -> Path:
     """The folder training would write for ``cfg``, with random weights: for tests and benchmarks."""
     return resolve(of(cfg).build)(cfg, name, list(codes), Path(out), list(texts), dict(inputs or {}))
+
+
+def key_params(cfg: Any) -> dict[str, str]:
+    """What a logged model's page shows of its recipe section: its kind, what it was built from, and
+    the key figures of its training (the run's params hold the whole section)."""
+    out = {"kind": cfg.kind}
+    if hasattr(cfg, "arch"):  # image: the architecture, and where its weights came from
+        out |= {"backbone": cfg.arch, "pretrained": str(cfg.pretrained)}
+    elif hasattr(cfg, "image"):  # fusion: the models whose embeddings it reads
+        out["backbone"] = "+".join([*cfg.text, cfg.image])
+    elif backbone := getattr(cfg, "pretrained", None) or getattr(cfg, "backbone_type", None):  # text
+        out["backbone"] = str(backbone)
+    train = getattr(cfg, "train", None)
+    if isinstance(train, TrainConfig):
+        out |= {"epochs": str(train.epochs), "lr": str(train.lr), "batch_size": str(train.batch_size)}
+    for name in ("C", "calibration"):  # tfidf: the linear SVM and its probabilities
+        if hasattr(cfg, name):
+            out[name] = str(getattr(cfg, name))
+    return out

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import mlflow
 import torch
+from mlflow.data.dataset import Dataset
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 import mmpc
-from mmpc import kinds, orphans, tracking
+from mmpc import kinds, orphans, run_names, tracking
 from mmpc import tags as tag
 from mmpc.catalog import Catalog
 from mmpc.models import pretrained
@@ -34,6 +35,7 @@ from mmpc.training.level1 import RunOptions
 log = logging.getLogger(__name__)
 
 PYFUNC_DIR = Path(mmpc.__file__).resolve().parent / "pyfunc"
+SPLITS = ("train", "valid", "test")  # what a level-1 run trains on, stops early on, and is scored on
 
 
 @dataclass
@@ -159,6 +161,7 @@ def _finish_registered(job: Level1Job) -> Level1Result:
     orphans.adopt(run_id)
     run = client.get_run(run_id)
     tracking.complete_version(mv, runs.version_tags(run))
+    _record_version(job.name, run_id, mv, dict(run.data.metrics))
     if run.info.status != "FINISHED":
         client.set_terminated(run_id, "FINISHED")
     shutil.rmtree(job.checkpoint, ignore_errors=True)
@@ -168,7 +171,7 @@ def _finish_registered(job: Level1Job) -> Level1Result:
 def _open_run(job: Level1Job, parent_run_id: str | None) -> AbstractContextManager:
     if job.resume_id:
         log.info("%s: resuming MLflow run %s from %s", job.name, job.resume_id, job.checkpoint)
-        return mlflow.start_run(run_id=job.resume_id)
+        return tracking.start_training_run(run_id=job.resume_id)  # it keeps its name
     tags = {
         **runs.run_tags(job.recipe, job.catalog, "level1"),
         tag.MODEL: job.name,
@@ -176,8 +179,11 @@ def _open_run(job: Level1Job, parent_run_id: str | None) -> AbstractContextManag
         tag.TRAIN_KEY: job.key,
         tag.CHECKPOINT: job.checkpoint_key,
     }
-    return mlflow.start_run(
-        experiment_id=job.experiment, run_name=job.name, parent_run_id=parent_run_id, tags=tags
+    return tracking.start_training_run(
+        experiment_id=job.experiment,
+        run_name=run_names.run_name(job.name, job.recipe.seed),
+        parent_run_id=parent_run_id,
+        tags=tags,
     )
 
 
@@ -220,6 +226,7 @@ def _train_and_register(job: Level1Job, parent_run_id: str | None) -> Level1Resu
                 {"model": job.name, "seed": recipe.seed, "recipe": recipe.name, **model_params}
             )
         tracking.log_catalog(job.catalog)
+        datasets = tracking.log_splits(job.catalog, SPLITS)
         result, versions = _fit(job, tmp, _run_options(job, run_id))
         if versions:
             mlflow.set_tags({tag.input_version(n): v for n, v in versions.items()})
@@ -230,25 +237,41 @@ def _train_and_register(job: Level1Job, parent_run_id: str | None) -> Level1Resu
                 "train_seconds": result.seconds,
             }
         )
-        scores = _evaluate(job, tmp / "model")
-        mv = _register(job, run_id, tmp / "model", scores)
+        scores = _evaluate(job, tmp / "model", datasets)
+        mv = _register(job, run_id, tmp / "model", scores, datasets)
+        _record_version(job.name, run_id, mv, scores)
     # The checkpoint (which names the run) goes only once the run is finished: a kill before this
     # point resumes into the registered-version branch above.
     shutil.rmtree(job.checkpoint, ignore_errors=True)
     return Level1Result(job.name, str(mv.version), run_id, scores)
 
 
-def _evaluate(job: Level1Job, folder: Path) -> dict[str, float]:
+def _evaluate(job: Level1Job, folder: Path, datasets: dict[str, Dataset]) -> dict[str, float]:
+    """Scores on ``valid`` and ``test``, logged against those splits' datasets."""
     model = kinds.load(folder, job.device)
     scores = {}
     for split in ("valid", "test"):
         frame = job.catalog.split(split)
         probs = predict_rows(model.predict_proba, frame, model.uses_images)
-        scores.update(tracking.log_evaluation(frame["label"].to_numpy(), probs, job.codes, split))
+        y = frame["label"].to_numpy()
+        scores.update(tracking.log_evaluation(y, probs, job.codes, split, datasets[split]))
     return scores
 
 
-def _register(job: Level1Job, run_id: str, folder: Path, scores: dict[str, float]) -> ModelVersion:
+def _of_split(scores: dict[str, float], split: str) -> dict[str, float]:
+    """``<split>_macro_f1`` and the other scores of one split (not its row count)."""
+    return {k: v for k, v in scores.items() if k.startswith(f"{split}_") and k != f"{split}_rows"}
+
+
+def _record_version(name: str, run_id: str, mv: ModelVersion, scores: dict[str, float]) -> None:
+    """The registered version in the run's name and in its ``summary.json``."""
+    tracking.name_version(run_id, mv.version)
+    tracking.log_summary(run_id, name, scores.get("test_macro_f1"), str(mv.version))
+
+
+def _register(
+    job: Level1Job, run_id: str, folder: Path, scores: dict[str, float], datasets: dict[str, Dataset]
+) -> ModelVersion:
     mv = tracking.log_pyfunc(
         PYFUNC_DIR / "level1_model.py",
         {"model": str(folder)},
@@ -256,6 +279,13 @@ def _register(job: Level1Job, run_id: str, folder: Path, scores: dict[str, float
         signature=level1_signature(job.codes),
         input_example=request_example(job.catalog.split("valid")),
         tags=runs.version_tags(MlflowClient().get_run(run_id)),
+        params={
+            "model": job.name,
+            "seed": job.recipe.seed,
+            "recipe": job.recipe.name,
+            **kinds.key_params(job.cfg),
+        },
+        scores=[(_of_split(scores, s), datasets[s]) for s in ("valid", "test")],
     )
     log.info(
         "%s: valid macro-F1 %.4f, test macro-F1 %.4f -> %s v%s",

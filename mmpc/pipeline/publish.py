@@ -12,10 +12,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.data.dataset import Dataset
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
-from mmpc import ensemble, kinds, orphans, stacking, tracking
+from mmpc import ensemble, kinds, orphans, run_names, stacking, tracking
 from mmpc import tags as tag
 from mmpc.catalog import Catalog
 from mmpc.metrics import macro_f1
@@ -53,6 +54,7 @@ class Stacked:
     X_test: pd.DataFrame
     test_probs: np.ndarray  # the stack's probabilities on ``test``
     scores: dict[str, float]  # test macro-F1 of each member and of the stack
+    test_scores: dict[str, float]  # the stack's test_macro_f1 etc., and test_macro_f1.<member>
 
 
 def stack_and_publish(
@@ -83,19 +85,27 @@ def stack_and_publish(
         tag.PUBLISH_KEY: key,
     }
     with (
-        mlflow.start_run(experiment_id=exp, run_name="stack", parent_run_id=parent_run_id, tags=tags) as run,
+        tracking.start_training_run(
+            experiment_id=exp,
+            run_name=run_names.run_name("stack", recipe.seed),
+            parent_run_id=parent_run_id,
+            tags=tags,
+        ) as run,
         tracking.scratch() as tmp,
     ):
         tracking.log_params(
             {"stacking": recipe.to_dict()["stacking"], "members": list(versions), "seed": recipe.seed}
         )
         data_tags = tracking.log_catalog(catalog)
+        test_set = tracking.log_splits(catalog, SPLITS)["test"]
         folders = download_level1(versions, tmp / "level1")
         probs = _member_probabilities(catalog, folders, resolve_device(recipe.device))
-        stacked = _stack(catalog, recipe, probs, list(versions))
+        stacked = _stack(catalog, recipe, probs, list(versions), test_set)
         _log_explanations(stacked, catalog, probs["test"], list(versions), tmp)
         version_tags = {**data_tags, tag.RUN_ID: run.info.run_id, tag.PUBLISH_KEY: key}
-        mv = _register(catalog, recipe, folders, versions, stacked, version_tags, tmp)
+        mv = _register(catalog, recipe, folders, versions, stacked, version_tags, tmp, test_set)
+        tracking.name_version(run.info.run_id, mv.version)
+        tracking.log_summary(run.info.run_id, "stack", stacked.scores["stack"], str(mv.version))
     return _published(catalog, mv, promote, list(versions))
 
 
@@ -112,8 +122,9 @@ def _member_probabilities(
     }
 
 
-def _stack(catalog: Catalog, recipe: Recipe, probs: dict, members: list[str]) -> Stacked:
-    """Fit the stacker on ``stack`` and score it and every member on ``test`` (logged: Table 1)."""
+def _stack(catalog: Catalog, recipe: Recipe, probs: dict, members: list[str], test_set: Dataset) -> Stacked:
+    """Fit the stacker on ``stack`` and score it and every member on ``test`` (logged: Table 1), the
+    stack's ``test_macro_f1`` against the ``test`` dataset like every level-1 model's."""
     codes = list(catalog.labels.codes)
     X_stack = stacking.features(probs["stack"], members, codes)
     X_test = stacking.features(probs["test"], members, codes)
@@ -134,12 +145,15 @@ def _stack(catalog: Catalog, recipe: Recipe, probs: dict, members: list[str]) ->
         ok = ~np.isnan(p).any(axis=1)  # rows the member has no input for (no photo) are not its to score
         scores[n] = macro_f1(y_test[ok], p[ok].argmax(1))
     test_probs = fitted.booster.predict(X_test)
-    scores["stack"] = tracking.log_evaluation(y_test, test_probs, codes, "test")["test_macro_f1"]
-    mlflow.log_metrics({f"test_macro_f1.{n}": v for n, v in scores.items()})
+    stack_scores = tracking.log_evaluation(y_test, test_probs, codes, "test", test_set)
+    scores["stack"] = stack_scores["test_macro_f1"]
+    members_f1 = {f"test_macro_f1.{n}": v for n, v in scores.items()}
+    mlflow.log_metrics(members_f1, dataset=test_set)
     table = stacking.table(scores)
     mlflow.log_text(table + "\n", "table1_test_macro_f1.md")
     log.info("test macro-F1 (%d products):\n%s", len(y_test), table)
-    return Stacked(fitted, X_test, test_probs, scores)
+    test_scores = {k: v for k, v in stack_scores.items() if k != "test_rows"} | members_f1
+    return Stacked(fitted, X_test, test_probs, scores, test_scores)
 
 
 def _log_explanations(
@@ -152,7 +166,8 @@ def _log_explanations(
     folder = tmp / "explanations"
     folder.mkdir()
     stacking.contributions_png(contributions, folder / "shap_contributions.png")
-    table2 = stacking.only_one_right(probs, y, stacked.test_probs.argmax(1), contributions)
+    products = catalog.split("test")
+    table2 = stacking.only_one_right(probs, y, stacked.test_probs.argmax(1), contributions, products)
     table2.to_csv(folder / "table2_only_one_model_right.csv", index=False)
     contributions.describe().to_csv(folder / "shap_contributions_summary.csv")
     mlflow.log_artifacts(str(folder), artifact_path="explanations")
@@ -169,6 +184,7 @@ def _register(
     stacked: Stacked,
     tags: dict[str, str],
     tmp: Path,
+    test_set: Dataset,
 ) -> ModelVersion:
     """The booster saved as text, the ensemble folder assembled, logged as a pyfunc and registered."""
     booster_dir = tmp / "booster"
@@ -192,6 +208,8 @@ def _register(
         model="ensemble",
         signature=ensemble_signature(cfg.top_k),
         input_example=request_example(catalog.split("test")),
+        params=_model_params(recipe, versions, stacked),
+        scores=[(stacked.test_scores, test_set)],
         tags={
             **tags,
             "test_macro_f1": f"{stacked.scores['stack']:.6f}",
@@ -199,6 +217,23 @@ def _register(
             **{tag.member(n): str(v) for n, v in versions.items()},
         },
     )
+
+
+def _model_params(recipe: Recipe, versions: dict[str, str], stacked: Stacked) -> dict[str, str]:
+    """The ensemble's logged-model params: its members and their versions, the stacker's settings
+    (MLflow adds the run's own params, which win on a shared key)."""
+    lgb = {f"lightgbm.{k}": str(v) for k, v in recipe.stacking.params.items()}
+    return {
+        "kind": "ensemble",
+        "member_versions": ", ".join(f"{n} v{v}" for n, v in versions.items()),
+        **{f"member.{n}": str(v) for n, v in versions.items()},
+        "seed": str(recipe.seed),
+        "recipe": recipe.name,
+        "lightgbm.rounds": str(stacked.fitted.best_rounds),
+        "lightgbm.folds": str(recipe.stacking.folds),
+        **lgb,
+        "top_k": str(recipe.ensemble.top_k),
+    }
 
 
 def _published(

@@ -9,7 +9,7 @@ import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
-from mmpc import orphans, tracking
+from mmpc import orphans, run_names, tracking
 from mmpc import tags as tag
 from mmpc.catalog import Catalog
 from mmpc.pipeline.keys import code_version
@@ -37,13 +37,16 @@ def run_tags(recipe: Recipe, catalog: Catalog, step: str) -> dict[str, str]:
     }
 
 
-def start_pipeline_run(catalog: Catalog, recipe: Recipe, workdir: Path, run_name: str = "retrain") -> str:
-    """The parent run every step of one pipeline nests under; returns its id."""
+def start_pipeline_run(catalog: Catalog, recipe: Recipe, workdir: Path, run_name: str | None = None) -> str:
+    """The parent run every step of one pipeline nests under, named ``retrain <recipe> · seed <seed>
+    · <start>`` unless ``run_name`` says otherwise; returns its id."""
     tracking.configure(workdir)
     exp = tracking.experiment_id(catalog.name, workdir)
     orphans.fail_orphans(exp)
     with mlflow.start_run(
-        experiment_id=exp, run_name=run_name, tags=run_tags(recipe, catalog, "pipeline")
+        experiment_id=exp,
+        run_name=run_name or run_names.run_name(f"retrain {recipe.name}", recipe.seed),
+        tags=run_tags(recipe, catalog, "pipeline"),
     ) as run:
         tracking.log_params(recipe.to_dict())
         tracking.log_catalog(catalog)
@@ -55,7 +58,8 @@ def start_pipeline_run(catalog: Catalog, recipe: Recipe, workdir: Path, run_name
 def end_pipeline_run(
     run_id: str, ok: bool, metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None
 ) -> None:
-    """Finish the pipeline's parent run; a failed pipeline also fails the steps still marked RUNNING
+    """Finish the pipeline's parent run and write its ``summary.json`` (the ensemble's test macro-F1
+    and version when it got that far); a failed pipeline also fails the steps still marked RUNNING
     under it (their processes have stopped by now: the flow waits for every step)."""
     client = MlflowClient()
     if not ok:
@@ -64,6 +68,9 @@ def end_pipeline_run(
         client.log_metric(run_id, key, value)
     for key, value in (tags or {}).items():
         client.set_tag(run_id, key, value)
+    done = client.get_run(run_id).data
+    score, version = done.metrics.get("stack_test_macro_f1"), done.tags.get(tag.ENSEMBLE_VERSION)
+    tracking.log_summary(run_id, "ensemble", score, version)
     client.set_terminated(run_id, status="FINISHED" if ok else "FAILED")
 
 

@@ -24,7 +24,7 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.exceptions import MlflowException
 from tqdm import tqdm
 
-from mmpc import packaging, tracking
+from mmpc import packaging, run_names, tracking
 from mmpc import tags as tag
 from mmpc.scoring import monitor
 from mmpc.scoring.errors import ScoringError
@@ -62,7 +62,8 @@ def _run(job: Job, parts: Parts, resume_id: str | None, location: str, source: S
         log.info("scoring: resuming MLflow run %s into %s", resume_id, parts.folder)
         return mlflow.start_run(run_id=resume_id)
     exp = mlflow.set_experiment(EXPERIMENT).experiment_id
-    run = mlflow.start_run(experiment_id=exp, run_name=f"score-{source.name}")
+    name = run_names.run_name(f"score {source.name} with {job.model} v{job.version}")
+    run = mlflow.start_run(experiment_id=exp, run_name=name)
     parts.set_run(job, run.info.run_id)
     mlflow.set_tags(
         {
