@@ -11,16 +11,19 @@ import json
 import logging
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.data.pandas_dataset import PandasDataset
+from mlflow.entities import Experiment
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
 from mlflow.exceptions import MlflowException
@@ -108,6 +111,69 @@ def version_link(model: str, version: str) -> str:
     return f"[{text}]({base}/{version_route(name, version)})" if base else text
 
 
+# MLflow 3.17's UI picks the experiment page's mode from the URL's ``workflowType`` (GenAI, a traces
+# dashboard, when absent) and opens a saved view of the runs list, an experiment tag
+# ``mlflow.sharedViewState.<id>`` listed under "Views", from ``viewStateShareKey=<id>``.
+UI_WORKFLOW = ("workflowType", "machine_learning")
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the kind MLflow's API reads
+RUNS_VIEW = "scores"
+TEST_SCORE = "test_macro_f1"
+# Every run with a test score, not nested (a sort other than by start time un-nests child runs), each
+# model's runs of successive retrains side by side (sorted by run name), the score first after the run
+# name and wide enough (the UI applies widths only to the columns its order names).
+_SCORE_COLUMN, _DATASET_COLUMN = f"metrics.`{TEST_SCORE}`", "attributes.`Dataset`"
+RUNS_VIEW_STATE: dict[str, Any] = {
+    "searchFilter": f"metrics.{TEST_SCORE} >= 0",
+    "orderByKey": "tags.`mlflow.runName`",
+    "orderByAsc": True,
+    "selectedColumns": [_DATASET_COLUMN, "attributes.`Models`", _SCORE_COLUMN],
+    "columnOrder": [_SCORE_COLUMN, _DATASET_COLUMN],
+    "columnWidths": {_SCORE_COLUMN: 130, _DATASET_COLUMN: 300},
+    "runsHiddenMode": "SHOW_ALL",
+}
+
+
+def _ui_query(**params: str) -> str:
+    return urlencode({UI_WORKFLOW[0]: UI_WORKFLOW[1], **params})
+
+
+def runs_list_link(experiment: str, base: str | None = None) -> str | None:
+    """The experiment's runs list in the MLflow UI, opened on mmpc's saved view (every run's test
+    macro-F1 and datasets); ``None`` when there is no UI address."""
+    base = (base or "").rstrip("/") or ui_base()
+    if not base:
+        return None
+    return f"{base}/#/experiments/{experiment}/runs?{_ui_query(viewStateShareKey=RUNS_VIEW)}"
+
+
+def compare_route(experiment: str, run_ids: Sequence[str]) -> str:
+    """The UI's side-by-side view of runs, relative to the UI's address."""
+    query = {"runs": json.dumps(list(run_ids)), "experiments": json.dumps([experiment])}
+    return f"#/compare-runs?{urlencode(query)}"
+
+
+def find_experiment(name: str | None = None) -> Experiment | None:
+    """The experiment ``name``, else the ``mmpc/...`` experiment updated last."""
+    client = MlflowClient()
+    if name:
+        return client.get_experiment_by_name(name)
+    found = client.search_experiments(filter_string="name LIKE 'mmpc/%'", order_by=["last_update_time DESC"])
+    return found[0] if found else None
+
+
+def ensure_runs_view(experiment: Experiment) -> None:
+    """The experiment's kind and mmpc's saved view of its runs list, set when missing (a view the
+    team changed and saved is kept)."""
+    client, tags = MlflowClient(), experiment.tags
+    if EXPERIMENT_KIND[0] not in tags:
+        client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
+    key = f"mlflow.sharedViewState.{RUNS_VIEW}"
+    if key not in tags:
+        now = int(time.time() * 1000)
+        view = {"name": RUNS_VIEW, "createdAt": now, "updatedAt": now, "state": json.dumps(RUNS_VIEW_STATE)}
+        client.set_experiment_tag(experiment.experiment_id, key, json.dumps(view))
+
+
 def is_local_store(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
@@ -127,6 +193,7 @@ def experiment_id(catalog_name: str, workdir: str | Path) -> str:
             client.create_experiment(name, artifact_location=location)
         found = client.get_experiment_by_name(name)
     descriptions.describe_experiment(found, catalog_name)  # once: an experiment without one
+    ensure_runs_view(found)
     return found.experiment_id
 
 
