@@ -367,3 +367,9 @@ class ScoreFlowArgs(TrackingArgs, CatalogArgs):
             "version": self.version,
             "engine": self.engine,
         }
+
+
+@dataclass(kw_only=True)
+class UiUrlArgs(TrackingArgs):
+    ui: str | None = arg("the MLflow UI's address (default: $MLFLOW_UI_URL or the tracking server)", None)
+    experiment: str | None = arg("experiment name (default: the mmpc experiment updated last)", None)

@@ -177,6 +177,21 @@ def cmd_score(args: a.ScoreArgs) -> int:
     return 0
 
 
+def cmd_ui_url(args: a.UiUrlArgs) -> int:
+    from mmpc import tracking
+
+    uri = tracking.configure(args.workdir)
+    experiment = tracking.find_experiment(args.experiment)
+    if experiment is None:
+        raise a.ArgumentError(f"no experiment {args.experiment or 'mmpc/*'} in {uri}: run a retrain first")
+    url = tracking.runs_list_link(experiment.experiment_id, args.ui)
+    if url is None:
+        raise a.ArgumentError("no MLflow UI address: pass --ui URL or set MLFLOW_UI_URL")
+    tracking.ensure_runs_view(experiment)  # an experiment made before mmpc saved its view
+    print(url)
+    return 0
+
+
 @dataclass(frozen=True)
 class Command:
     """A command: its typed arguments (a dataclass of ``mmpc.arguments``), what runs it, its help."""
@@ -208,6 +223,9 @@ COMMANDS: dict[str, Command] = {
     ),
     "score": Command(
         a.ScoreArgs, cmd_score, "score a catalog, CSV or Parquet file with a registered version, into Parquet"
+    ),
+    "ui-url": Command(
+        a.UiUrlArgs, cmd_ui_url, "print the MLflow UI's address of an experiment's runs list, scores shown"
     ),
 }
 
