@@ -27,6 +27,9 @@ $(STAMP): pyproject.toml
 	@# nginx is the TLS reverse proxy in front of `mlflow models serve` (the team deployment and its tests).
 	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { echo "installing nginx (nginx-light)"; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light; }
+	@# Chromium, headless, is the browser of the suite's MLflow UI check (driven by Playwright).
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Chromium (chromium) for the MLflow UI test"; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -53,7 +56,9 @@ serve: $(STAMP)
 	$(BIN)/mlflow models serve -m models:/mmpc-ensemble@champion --env-manager local \
 		--host 127.0.0.1 --port $(PORT)
 
+# Prints the address of the runs list with every run's test macro-F1 (mmpc's saved view), then serves.
 ui: $(STAMP)
+	@$(BIN)/mmpc ui-url --workdir $(DEMO) --ui http://127.0.0.1:$(UI_PORT) | sed 's/^/open: /'
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(DEMO))/mlflow.db \
 		--host 127.0.0.1 --port $(UI_PORT) --workers 1
