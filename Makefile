@@ -52,6 +52,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check mmpc flows tests bench
 
 serve: $(STAMP)
+	set -a && . ./infra/serving/uvicorn.env && set +a && \
 	MLFLOW_TRACKING_URI=sqlite:///$(abspath $(DEMO))/mlflow.db \
 	$(BIN)/mlflow models serve -m models:/mmpc-ensemble@champion --env-manager local \
 		--host 127.0.0.1 --port $(PORT)

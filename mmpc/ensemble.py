@@ -30,6 +30,7 @@ import torch
 
 from mmpc import kinds, stacking
 from mmpc.models import store
+from mmpc.models.batching import check_deadline
 from mmpc.serving_input import ParsedRequest
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class EnsemblePredictor:
         embeddings: dict[str, np.ndarray] = {}
         self.timings = Timings()
         for name, model in self.models.items():
+            check_deadline(f"before model {name!r}")
             t0 = time.perf_counter()
             probs[name], emb = model.forward(texts, imgs, embeddings)
             self.timings.members[name] = time.perf_counter() - t0

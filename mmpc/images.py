@@ -38,21 +38,20 @@ def looks_like_image(data: bytes) -> bool:
     return data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
-def decode(data: bytes, max_side: int | None = None) -> Image.Image:
+def decode(data: bytes, max_side: int | None = None, max_aspect: float | None = None) -> Image.Image:
     """Decode image bytes into an RGB image; raise ImageDecodeError on anything unusable.
 
     With ``max_side`` the image is shrunk to fit ``max_side`` x ``max_side`` (JPEGs are decoded at a
-    reduced scale directly), which bounds the memory a request of many large photos can take. The
-    size the file declared is kept in ``info["source_size"]``.
+    reduced scale directly), which bounds the memory a request of many large photos can take. With
+    ``max_aspect`` an image whose long side is more than that many times its short side is refused
+    before any pixel is decoded (see ``check_size``). The size the file declared is kept in
+    ``info["source_size"]``.
     """
     if not data:
         raise ImageDecodeError("empty image")
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise ImageDecodeError(
-                    f"image of {img.width}x{img.height} exceeds the pixel limit ({MAX_IMAGE_PIXELS})"
-                )
+            check_size(img.width, img.height, max_aspect)
             source_size = img.size
             if max_side:
                 img.draft(None, (max_side, max_side))
@@ -68,6 +67,16 @@ def decode(data: bytes, max_side: int | None = None) -> Image.Image:
     return rgb
 
 
+def check_size(width: int, height: int, max_aspect: float | None = None) -> None:
+    """Refuse a declared canvas over the pixel limit, or (``max_aspect``) too elongated: the eval
+    transform resizes the short side to ~256 pixels, so a 512 x 1 image would become 131072 x 256,
+    a tiny file costing hundreds of ordinary photos."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageDecodeError(f"image of {width}x{height} exceeds the pixel limit ({MAX_IMAGE_PIXELS})")
+    if max_aspect is not None and max(width, height) > max_aspect * min(width, height):
+        raise ImageDecodeError(f"image of {width}x{height} is more elongated than {max_aspect:g}:1")
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """RGB for every mode: alpha is composited on white, 16-bit and CMYK are converted."""
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
@@ -80,8 +89,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_file(path: str | Path, max_side: int | None = None) -> Image.Image:
-    return decode(Path(path).read_bytes(), max_side)
+def load_file(path: str | Path, max_side: int | None = None, max_aspect: float | None = None) -> Image.Image:
+    return decode(Path(path).read_bytes(), max_side, max_aspect)
 
 
 def load_optional(paths: Iterable[str], present: Iterable[bool]) -> list[Image.Image | None]:

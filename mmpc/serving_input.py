@@ -6,6 +6,8 @@ base64 of the image bytes, or a file path under a configured root; URLs are refu
 Every request is checked against ``Limits`` before any model runs: a request over a limit, a value of
 the wrong type or an image reference that is not allowed is refused with a message naming the column
 and the row; an image that cannot be used never fails the request (its status says ``invalid``).
+Inside a server, the request's deadline (``mmpc.models.batching.deadline``) is checked between image
+decodes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pandas as pd
 from PIL import Image
 
 from mmpc import images, text
+from mmpc.models.batching import check_deadline
 
 IMAGE_ROOT_ENV = "MMPC_IMAGE_ROOT"
 REQUEST_COLUMNS = ("designation", "description", "image")
@@ -43,11 +46,17 @@ class Limits:
     """What one request may hold. Each has an environment variable (``MMPC_<NAME>``) to change it."""
 
     max_rows: int = 2_000  # rows per request: a full request stays far inside MLflow's 60 s timeout
-    max_request_mb: float = 64.0  # text and image strings of all rows together
+    max_request_mb: float = 64.0  # the request body; and the text and image strings of all rows together
     max_text_chars: int = 20_000  # per text cell; longer text is cut (the tokenizer keeps far less)
     max_image_mb: float = 10.0  # per image, decoded bytes; a larger image is `invalid`
     max_request_megapixels: float = 600.0  # pixels the images of a request declare, together
     image_max_side: int = 512  # images are shrunk to fit this square on decode; the models see 224
+    # long side over short side: a more elongated image is `invalid` before decoding (the resize to
+    # the model's input would make a 512 x 1 image 131072 x 256 pixels)
+    max_image_aspect_ratio: float = 10.0
+    # requests doing model work at once in one server process; one that gets no slot within half of
+    # MLflow's request timeout (MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT) is answered 503
+    max_concurrent_requests: int = 4
 
     @classmethod
     def from_env(cls) -> Limits:
@@ -58,6 +67,11 @@ class Limits:
             raw = os.environ.get(f"MMPC_{f.name.upper()}")
             if raw:
                 values[f.name] = _limit_value(f.name, raw, int if f.type in ("int", int) else float)
+        if values.get("max_image_aspect_ratio", 1) < 1:  # below 1, no image at all would be usable
+            raise SettingError(
+                f"MMPC_MAX_IMAGE_ASPECT_RATIO={values['max_image_aspect_ratio']:g}: a long side over a "
+                f"short side is at least 1 (default {cls.max_image_aspect_ratio:g})"
+            )
         return cls(**values)
 
     def describe(self) -> list[tuple[str, str, str]]:
@@ -163,8 +177,8 @@ def _load(ref: _ImageRef, limits: Limits) -> Image.Image | None:
             # A regular file only: a FIFO or a device under the root would block or never end.
             if not ref.path.is_file() or ref.path.stat().st_size > limits.max_image_mb * 1e6:
                 return None
-            return images.load_file(ref.path, limits.image_max_side)
-        return images.decode(ref.data, limits.image_max_side)
+            return images.load_file(ref.path, limits.image_max_side, limits.max_image_aspect_ratio)
+        return images.decode(ref.data, limits.image_max_side, limits.max_image_aspect_ratio)
     except (OSError, images.ImageDecodeError):
         return None
 
@@ -216,6 +230,8 @@ def parse(frame: pd.DataFrame, limits: Limits | None = None) -> ParsedRequest:
     status: list[str] = []
     pixels, budget = 0, limits.max_request_megapixels * 1e6
     for row, ref in enumerate(refs):
+        if ref.kind in ("bytes", "path"):
+            check_deadline(f"before decoding row {row}'s image")
         img = _load(ref, limits) if ref.kind in ("bytes", "path") else None
         if img is not None:
             width, height = img.info.get("source_size", img.size)

@@ -108,6 +108,24 @@ def _png(ihdr: bytes, raw: bytes) -> bytes:
     )
 
 
+def thin_png() -> str:
+    """An 80-byte 512 x 1 PNG: the resize to the model's input would make it 131072 x 256 pixels."""
+    buf = io.BytesIO()
+    Image.new("RGB", (512, 1), (200, 30, 30)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def parquet_bomb() -> bytes:
+    """A few hundred bytes of Parquet holding 1,000 rows of one 1 MB string (1 GB once decoded)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    column = pa.DictionaryArray.from_arrays(pa.array([0] * 1000, pa.int32()), pa.array(["x" * 1_000_000]))
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"designation": column}), sink, compression="zstd")
+    return sink.getvalue()
+
+
 def bomb_png() -> str:
     """A 70-byte PNG whose header declares 30000 x 30000 RGB pixels (2.7 GB decoded)."""
     return base64.b64encode(_png(struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0), b"")).decode()
@@ -144,6 +162,26 @@ def refused(*words: str, status: int = 400) -> Check:
             assert word in message, (word, message[:2000])
 
     return check
+
+
+def quick(check: Check, seconds: float) -> Check:
+    """``check``, answered within ``seconds`` (the time to the answer's headers)."""
+
+    def timed(resp: requests.Response, ctx: Context) -> None:
+        check(resp, ctx)
+        assert resp.elapsed.total_seconds() < seconds, resp.elapsed
+
+    return timed
+
+
+def short_answer(check: Check, limit: int = 5_000) -> Check:
+    """``check``, the whole answer under ``limit`` bytes: nothing of the body echoed in bulk."""
+
+    def bounded(resp: requests.Response, ctx: Context) -> None:
+        check(resp, ctx)
+        assert len(resp.content) < limit, len(resp.content)
+
+    return bounded
 
 
 def same_as_cut_text(resp: requests.Response, ctx: Context) -> None:
@@ -296,13 +334,41 @@ CASES = [
     case(
         S,
         "request body far over the size limit (200 MB)",
-        "400 naming the limit",
+        "413 naming the limit, before parsing",
         lambda c: (
             b'{"dataframe_records": [{"designation": "Lampe", "description": "' + b"a" * 200_000_000 + b'"}]}'
         ),
-        refused("too large", "MMPC_MAX_REQUEST_MB"),
+        refused("too large", "MMPC_MAX_REQUEST_MB", status=413),
     ),
     case(S, "invalid JSON", "400", lambda c: b'{"dataframe_records": [{"designation": ', refused("JSON")),
+    case(
+        S,
+        "invalid JSON of 10 MB (MLflow's message quotes the input)",
+        "400, the message cut to a few KB",
+        lambda c: b'{"dataframe_records": [{"designation": "' + b"a" * 10_000_000,
+        short_answer(refused("JSON", "more characters cut")),
+    ),
+    case(
+        S,
+        "60 MB JSON body that is not UTF-8",
+        "400 naming the byte offset, nothing echoed",
+        lambda c: b'{"dataframe_records": [{"designation": "' + b"\xff" * 60_000_000 + b'"}]}',
+        short_answer(refused("not UTF-8", "offset 40")),
+    ),
+    case(
+        S,
+        "CSV body (`Content-Type: text/csv`)",
+        "415 saying the model takes JSON",
+        lambda c: Raw(b"designation\nLampe\n", {"Content-Type": "text/csv"}),
+        refused("application/json", "dataframe_split", status=415),
+    ),
+    case(
+        S,
+        "Parquet body of a few hundred bytes that decodes to 1 GB",
+        "415 saying the model takes JSON, nothing decoded",
+        lambda c: Raw(parquet_bomb(), {"Content-Type": "application/vnd.apache.parquet"}),
+        short_answer(refused("application/json", "dataframe_split", status=415)),
+    ),
     case(
         S,
         "no `Content-Type` header",
@@ -360,6 +426,20 @@ CASES = [
         INVALID,
         lambda c: image(bomb_png()),
         answered(1, "invalid"),
+    ),
+    case(
+        S,
+        "image: 80-byte 512 x 1 PNG (more elongated than `max_image_aspect_ratio`)",
+        INVALID,
+        lambda c: image(thin_png()),
+        answered(1, "invalid"),
+    ),
+    case(
+        S,
+        "2,000 rows, each an 80-byte 512 x 1 PNG (a 300 KB request)",
+        "200, `image_status: invalid`, in seconds (the resize is never done)",
+        lambda c: records(*[{"designation": f"Lampe {i}", "image": thin_png()} for i in range(2000)]),
+        quick(answered(2000, "invalid"), 10),
     ),
     case(
         S,

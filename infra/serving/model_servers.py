@@ -15,6 +15,8 @@ import requests
 from infra.local import processes
 from infra.serving.layout import Layout
 
+UVICORN_ENV_FILE = Path(__file__).with_name("uvicorn.env")
+
 # A small valid request (mmpc.serving_input: designation required, description and image optional).
 PROBE = {
     "dataframe_split": {
@@ -51,10 +53,21 @@ def alive(layout: Layout, server: ModelServer) -> bool:
     return processes.read_pid(pid_file(layout, server.port), "models") == server.pid
 
 
+def uvicorn_env() -> dict[str, str]:
+    """uvicorn's settings for a model server (``uvicorn.env``, which ``make serve`` reads too):
+    ``mlflow models serve`` passes the environment on to uvicorn, whose CLI reads ``UVICORN_*``."""
+    env = {}
+    for line in UVICORN_ENV_FILE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    return env
+
+
 def _env() -> dict[str, str]:
     # The registry, its credentials and MLflow's settings come from this environment: the client reads
     # them itself, none is put on the command line. uvicorn is found on PATH next to this Python.
-    env = dict(os.environ)
+    env = {**os.environ, **uvicorn_env()}
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "/usr/bin:/bin")
     return env
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.local import processes
+from infra.serving import model_servers
 from infra.serving.layout import Layout, write_atomic
 
 log = logging.getLogger("infra.serving")
@@ -25,6 +26,20 @@ NGINX_ENV = "MMPC_NGINX"  # another nginx binary than the one on PATH
 MAX_BODY = "64m"
 READ_TIMEOUT_S = 120
 DRAIN_TIMEOUT_S = READ_TIMEOUT_S + 15  # an old worker's last request is answered or timed out by then
+# Idle and slow clients: uvicorn closes no connection that has not sent a whole request (a silent one,
+# or one trickling its headers, is held for ever), so the proxy does. A connection that has not sent
+# its request head (the TLS handshake included) within CLIENT_HEADER_TIMEOUT_S, or pauses longer
+# than CLIENT_BODY_TIMEOUT_S between two reads of its body, is closed; so is one reading the answer
+# slower, or idle between requests longer than KEEPALIVE_TIMEOUT_S. One address has at most
+# CONNECTIONS_PER_ADDRESS requests in flight (429 past it).
+CLIENT_HEADER_TIMEOUT_S = 10
+CLIENT_BODY_TIMEOUT_S = 10
+SEND_TIMEOUT_S = 30
+KEEPALIVE_TIMEOUT_S = 15
+CONNECTIONS_PER_ADDRESS = 32
+# Kept-alive connections to a model server are dropped before uvicorn drops them (its keep-alive
+# timeout): nginx never sends a request on a connection the model server is closing.
+UPSTREAM_KEEPALIVE_S = int(model_servers.uvicorn_env()["UVICORN_TIMEOUT_KEEP_ALIVE"]) - 1
 
 
 def binary() -> str:
@@ -67,10 +82,15 @@ http {{
     scgi_temp_path {tmp}/scgi;
 
     client_max_body_size {max_body};
-    client_body_timeout 60s;
-    send_timeout 60s;
-    keepalive_timeout 65s;
+    client_header_timeout {header_s}s;
+    client_body_timeout {body_s}s;
+    send_timeout {send_s}s;
+    keepalive_timeout {keepalive_s}s;
     keepalive_requests 1000;
+    reset_timedout_connection on;
+    limit_conn_zone $binary_remote_addr zone=mmpc_per_address:1m;
+    limit_conn mmpc_per_address {per_address};
+    limit_conn_status 429;
 
     proxy_http_version 1.1;
     proxy_set_header Connection "";
@@ -134,6 +154,11 @@ def render(layout: Layout, listen: str, port: int) -> str:
         logs=layout.logs,
         tmp=layout.root / "nginx-temp",
         max_body=MAX_BODY,
+        header_s=CLIENT_HEADER_TIMEOUT_S,
+        body_s=CLIENT_BODY_TIMEOUT_S,
+        send_s=SEND_TIMEOUT_S,
+        keepalive_s=KEEPALIVE_TIMEOUT_S,
+        per_address=CONNECTIONS_PER_ADDRESS,
         read_s=READ_TIMEOUT_S,
         secrets=layout.secrets,
         upstream=layout.upstream_conf,
@@ -158,6 +183,7 @@ def upstream_text(up: Upstream) -> str:
         "upstream mmpc_model {\n"
         f"    server {server};\n"
         "    keepalive 16;\n"
+        f"    keepalive_timeout {UPSTREAM_KEEPALIVE_S}s;\n"
         "}\n"
         "map $host $mmpc_model_version {\n"
         f'    default "{up.version}";\n'

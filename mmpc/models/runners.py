@@ -20,7 +20,7 @@ from mmpc.kinds.fusion import FusionMeta
 from mmpc.kinds.image import ImageMeta
 from mmpc.kinds.text import TextMeta
 from mmpc.models import store
-from mmpc.models.batching import LengthBucketSampler, TextCollator, TextDataset, autocast
+from mmpc.models.batching import LengthBucketSampler, TextCollator, TextDataset, autocast, check_deadline
 from mmpc.models.fusion import FusionHead
 from mmpc.models.image import ImageClassifier
 from mmpc.models.text import TextClassifier, load_backbone
@@ -83,6 +83,7 @@ class TextRunner(_FolderRunner):
         # Sorted by length: each batch pads only to its own longest text.
         sampler = LengthBucketSampler(data.lengths, self.batch_size, shuffle=False, pool_batches=10**6)
         for idx in sampler:
+            check_deadline("between text batches")
             batch = {k: v.to(self.device) for k, v in self.collate([data[i] for i in idx]).items()}
             with autocast(self.device, True):
                 states = self.model.states(batch["input_ids"], batch["attention_mask"])
@@ -118,6 +119,7 @@ class ImageRunner(_FolderRunner):
         present = [i for i, img in enumerate(imgs) if img is not None]
         for start in range(0, len(present), self.batch_size):
             idx = present[start : start + self.batch_size]
+            check_deadline("between image batches")
             pixels = torch.stack([self.transform(images.prepare(imgs[i], self.cfg)) for i in idx]).to(
                 self.device
             )
