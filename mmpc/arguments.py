@@ -5,8 +5,9 @@ A field carries its type, default and help (``arg`` puts them in ``field(metadat
 examples' dataclass arguments. ``transformers.HfArgumentParser`` does the same, but importing
 transformers costs seconds at every command's start; the few lines here are all mmpc needs.
 
-The shared groups (``CatalogArgs``, ``RecipeArgs``, ``TrackingArgs``) are base classes: a command's
-dataclass inherits the ones it takes, and its ``--help`` lists their options under the group's title.
+The shared groups (``CatalogArgs``, ``RecipeArgs``, ``WorkdirArgs``, ``TrackingArgs``) are base
+classes: a command's dataclass inherits the ones it takes, and its ``--help`` lists their options
+under the group's title.
 The same dataclasses parse ``mmpc ...``, ``python -m flows ...`` and the MLproject entry points.
 """
 
@@ -176,13 +177,18 @@ def _workdir() -> str:
 
 
 @dataclass(kw_only=True)
-class TrackingArgs:
+class WorkdirArgs:
     GROUP = "tracking"
     workdir: str = arg(
         "checkpoints and mirrored catalogs; the MLflow store and artifacts too unless a tracking URI "
         f"is set (default: $MMPC_WORKDIR or {DEFAULT_WORKDIR})",
         factory=_workdir,
     )
+
+
+@dataclass(kw_only=True)
+class TrackingArgs(WorkdirArgs):
+    GROUP = "tracking"
     tracking_uri: str | None = arg(
         "MLflow tracking and registry URI (default: $MLFLOW_TRACKING_URI, else a SQLite store in WORKDIR)",
         None,
@@ -296,6 +302,11 @@ class PromoteArgs(TrackingArgs):
 @dataclass(kw_only=True)
 class RollbackArgs(TrackingArgs):
     model: str = arg("registered model, without the mmpc- prefix", "ensemble")
+
+
+@dataclass(kw_only=True)
+class RelocateArgs(WorkdirArgs):
+    """A work folder's own store only: a tracking server is no work folder's."""
 
 
 @dataclass(kw_only=True)

@@ -157,6 +157,13 @@ def cmd_rollback(args: a.RollbackArgs) -> int:
     return 0
 
 
+def cmd_relocate(args: a.RelocateArgs) -> int:
+    from mmpc import workfolder
+
+    print(workfolder.relocate(args.workdir))
+    return 0
+
+
 def cmd_score(args: a.ScoreArgs) -> int:
     from mmpc import scoring
 
@@ -221,6 +228,11 @@ COMMANDS: dict[str, Command] = {
     "rollback": Command(
         a.RollbackArgs, cmd_rollback, "give @champion back to the version that held it before"
     ),
+    "relocate": Command(
+        a.RelocateArgs,
+        cmd_relocate,
+        "point a copied or moved work folder's MLflow store at the folder it is in now",
+    ),
     "score": Command(
         a.ScoreArgs, cmd_score, "score a catalog, CSV or Parquet file with a registered version, into Parquet"
     ),
@@ -276,6 +288,7 @@ BAD_INPUT = (
     ("mmpc.models.store", "ModelFolderError"),
     ("mmpc.evaluation", "EvaluationError"),
     ("mmpc.promotion", "PromotionError"),
+    ("mmpc.workfolder", "WorkFolderError"),
     ("mmpc.scoring.errors", "ScoringError"),
 )
 

@@ -30,7 +30,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mmpc import metrics as M
-from mmpc import packaging, run_names
+from mmpc import packaging, run_names, workfolder
 from mmpc import tags as tag
 from mmpc.catalog import Catalog
 from mmpc.labels import describe
@@ -67,15 +67,19 @@ def configure(workdir: str | Path) -> str:
     """Point MLflow at ``MLFLOW_TRACKING_URI`` or the SQLite store in ``workdir``; returns the URI.
 
     ``mlflow.set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI`` in the environment: a value this
-    function put there is not the user's choice, so another work folder later gets its own store."""
+    function put there is not the user's choice, so another work folder later gets its own store. A work
+    folder's store recorded for another folder (a copy or a move) is refused: ``mmpc.workfolder``."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri or uri in _WORKDIR_STORE:
+    own = not uri or uri in _WORKDIR_STORE
+    if own:
         workdir = Path(workdir).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
-        uri = f"sqlite:///{workdir / 'mlflow.db'}"
+        uri = f"sqlite:///{workfolder.store_path(workdir)}"
         _WORKDIR_STORE[:] = [uri]
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if own:  # a copied or moved folder's store still points at the original's artifacts
+        workfolder.check(workdir)
     return uri
 
 
@@ -121,14 +125,14 @@ TEST_SCORE = "test_macro_f1"
 # Every run with a test score, not nested (a sort other than by start time un-nests child runs), each
 # model's runs of successive retrains side by side (sorted by run name), the score first after the run
 # name and wide enough (the UI applies widths only to the columns its order names).
-_SCORE_COLUMN, _DATASET_COLUMN = f"metrics.`{TEST_SCORE}`", "attributes.`Dataset`"
+RUNS_SCORE_COLUMN, RUNS_DATASET_COLUMN = f"metrics.`{TEST_SCORE}`", "attributes.`Dataset`"
 RUNS_VIEW_STATE: dict[str, Any] = {
     "searchFilter": f"metrics.{TEST_SCORE} >= 0",
     "orderByKey": "tags.`mlflow.runName`",
     "orderByAsc": True,
-    "selectedColumns": [_DATASET_COLUMN, "attributes.`Models`", _SCORE_COLUMN],
-    "columnOrder": [_SCORE_COLUMN, _DATASET_COLUMN],
-    "columnWidths": {_SCORE_COLUMN: 130, _DATASET_COLUMN: 300},
+    "selectedColumns": [RUNS_DATASET_COLUMN, "attributes.`Models`", RUNS_SCORE_COLUMN],
+    "columnOrder": [RUNS_SCORE_COLUMN, RUNS_DATASET_COLUMN],
+    "columnWidths": {RUNS_SCORE_COLUMN: 130, RUNS_DATASET_COLUMN: 300},
     "runsHiddenMode": "SHOW_ALL",
 }
 
@@ -146,10 +150,17 @@ def runs_list_link(experiment: str, base: str | None = None) -> str | None:
     return f"{base}/#/experiments/{experiment}/runs?{_ui_query(viewStateShareKey=RUNS_VIEW)}"
 
 
+def runs_list_md(run_id: str) -> str:
+    """A markdown link to the runs list of ``run_id``'s experiment; empty without a UI address."""
+    if not ui_base():
+        return ""
+    experiment = MlflowClient().get_run(run_id).info.experiment_id
+    return f"[every run's test macro-F1]({runs_list_link(experiment)})"
+
+
 def compare_route(experiment: str, run_ids: Sequence[str]) -> str:
     """The UI's side-by-side view of runs, relative to the UI's address."""
-    query = {"runs": json.dumps(list(run_ids)), "experiments": json.dumps([experiment])}
-    return f"#/compare-runs?{urlencode(query)}"
+    return "#/compare-runs?" + _ui_query(runs=json.dumps(list(run_ids)), experiments=json.dumps([experiment]))
 
 
 def find_experiment(name: str | None = None) -> Experiment | None:
@@ -188,7 +199,7 @@ def experiment_id(catalog_name: str, workdir: str | Path) -> str:
     if found is None:
         location = None
         if is_local_store(mlflow.get_tracking_uri()):
-            location = (Path(workdir).resolve() / "mlartifacts").as_uri()
+            location = workfolder.artifact_uri(Path(workdir))
         with suppress(MlflowException):  # created concurrently by another run
             client.create_experiment(name, artifact_location=location)
         found = client.get_experiment_by_name(name)
