@@ -1,5 +1,5 @@
 """Moving ``@champion``: after a retrain (only to a model at least as good on the same test split),
-by hand with ``mmpc promote``, and back with ``mmpc rollback``.
+by hand with ``mmpc promote``, and back with ``mmpc rollback``; never to a version that does not load.
 
 Every move happens under a promotion lock and re-reads the champion inside it, so two concurrent
 promotions cannot both win: the second one compares itself with the first one's result. The lock is a
@@ -99,27 +99,41 @@ def _crown(name: str, version: str) -> None:
 
 def promote_if_better(mv: ModelVersion, score: float, rescore: Callable[[ModelVersion], float]) -> Decision:
     """Make ``mv`` the champion when ``score`` (its test macro-F1) is at least the champion's on the
-    same test split; a champion scored on another split is re-scored with ``rescore`` first."""
+    same test split (a champion scored on another split is re-scored with ``rescore`` first) and it
+    loads as serving loads it; a version that does not load is not crowned, and the reason says why."""
     with lock(mv.name):
         current = champion(mv.name)
-        if current is None:
-            _crown(mv.name, str(mv.version))
-            return Decision(True, "no champion yet", str(mv.version))
-        if str(current.version) == str(mv.version):
+        if current is not None and str(current.version) == str(mv.version):
             return Decision(False, f"v{mv.version} is already the champion", str(mv.version))
-        same_split = current.tags.get(tag.TEST_FINGERPRINT) == mv.tags.get(tag.TEST_FINGERPRINT)
-        if same_split and "test_macro_f1" in current.tags:
-            best, basis = float(current.tags["test_macro_f1"]), "same test split"
-        else:
-            best, basis = rescore(current), "champion re-scored on the current test split"
-        promoted = score >= best
-        reason = (
-            f"test macro-F1 {score:.4f} {'>=' if promoted else '<'} champion v{current.version}'s "
-            f"{best:.4f} ({basis})"
-        )
-        if promoted:
-            _crown(mv.name, str(mv.version))
-        return Decision(promoted, reason, str(mv.version) if promoted else str(current.version))
+        promoted, reason = _compare(score, current, mv, rescore)
+        kept = str(current.version) if current is not None else None
+        if not promoted:
+            return Decision(False, reason, kept)
+        try:
+            check_loads(mv)
+        except PromotionError as exc:
+            log.warning("%s", exc)
+            return Decision(False, f"{exc} (its score: {reason})", kept)
+        _crown(mv.name, str(mv.version))
+        return Decision(True, reason, str(mv.version))
+
+
+def _compare(
+    score: float, current: ModelVersion | None, mv: ModelVersion, rescore: Callable[[ModelVersion], float]
+) -> tuple[bool, str]:
+    """Whether ``score`` beats the champion's on ``mv``'s test split, and the decision in words."""
+    if current is None:
+        return True, "no champion yet"
+    same_split = current.tags.get(tag.TEST_FINGERPRINT) == mv.tags.get(tag.TEST_FINGERPRINT)
+    if same_split and "test_macro_f1" in current.tags:
+        best, basis = float(current.tags["test_macro_f1"]), "same test split"
+    else:
+        best, basis = rescore(current), "champion re-scored on the current test split"
+    promoted = score >= best
+    return promoted, (
+        f"test macro-F1 {score:.4f} {'>=' if promoted else '<'} champion v{current.version}'s "
+        f"{best:.4f} ({basis})"
+    )
 
 
 def check_loads(mv: ModelVersion) -> None:
@@ -161,7 +175,7 @@ def promote(model: str, version: str, force: bool = False) -> str:
 
 
 def rollback(model: str) -> str:
-    """Give ``@champion`` back to the version that held it before the current one."""
+    """Give ``@champion`` back to the version that held it before the current one, if it loads."""
     name = tracking.registered_name(model) if not model.startswith(tracking.REGISTRY_PREFIX) else model
     with lock(name):
         current = champion(name)
@@ -172,6 +186,12 @@ def rollback(model: str) -> str:
             raise PromotionError(f"{name}: no earlier champion than v{current.version} is recorded")
         previous = past[-1]
         client = MlflowClient()
+        try:
+            check_loads(client.get_model_version(name, previous))
+        except PromotionError as exc:
+            raise PromotionError(
+                f"{name}: no rollback to v{previous}, @champion stays v{current.version}: {exc}"
+            ) from exc
         client.set_registered_model_alias(name, tracking.CHAMPION, previous)
         client.set_registered_model_tag(name, tag.CHAMPION_HISTORY, json.dumps(past))
         descriptions.describe_registered_model(name)  # it names the champion

@@ -149,3 +149,66 @@ def test_force_never_crowns_a_version_that_does_not_load(registry, capsys, damag
     shown = re.sub(r"/tmp/\S+/", "<tmp>/", err.removeprefix("error: "))
     observed("exit 2", f"{shown}; @champion stays v{good.version}")
     assert main(["promote", str(add(0.9, split="fp-b").version), "--force", "--workdir", str(workdir)]) == 0
+
+
+NOT_CROWNED_AUTO = "not promoted; the decision and the stacking run's tags say it does not load"
+
+
+@pytest.mark.robustness(
+    "models", "automatic promotion after a retrain: the better version does not load", NOT_CROWNED_AUTO
+)
+def test_a_better_version_that_does_not_load_is_not_crowned_after_a_retrain(registry, tmp_path, observed):
+    from mmpc.catalog import read_catalog
+    from mmpc.demo_catalog import write_demo_catalog
+    from mmpc.pipeline.promote import decide_promotion
+
+    add, workdir = registry
+    good = add(0.8)
+    promotion.promote_if_better(good, 0.8, _no_rescore)
+    with mlflow.start_run() as run:  # the stacking run that registered it
+        pass
+    client = MlflowClient()
+    mv = client.create_model_version(NAME, str(_broken_copy(workdir, "MLmodel")), run_id=run.info.run_id)
+    client.set_model_version_tag(NAME, mv.version, "test_macro_f1", "0.900000")
+    client.set_model_version_tag(NAME, mv.version, tag.TEST_FINGERPRINT, "fp-a")
+    catalog = read_catalog(write_demo_catalog(tmp_path / "catalog", size=120, seed=3))
+    decision = decide_promotion(catalog, client.get_model_version(NAME, mv.version))
+    assert not decision.promoted and decision.champion_version == str(good.version)
+    assert f"v{mv.version} does not load" in decision.reason and "MLmodel" in decision.reason
+    assert ">= champion" in decision.reason  # it scored better: the load is what stopped it
+    tags = client.get_run(run.info.run_id).data.tags
+    assert tags[tag.PROMOTED] == "False" and tags[tag.PROMOTION_REASON] == decision.reason
+    assert str(promotion.champion(NAME).version) == str(good.version)
+    shown = re.sub(r"/tmp/\S+/", "<tmp>/", decision.reason)
+    observed("not promoted", f"{shown}; @champion stays v{good.version}")
+
+
+def test_a_first_version_that_does_not_load_is_not_crowned(registry):
+    add, workdir = registry
+    broken = add(0.9, folder=_broken_copy(workdir, "no artifacts"))
+    decision = promotion.promote_if_better(broken, 0.9, _no_rescore)
+    assert not decision.promoted and decision.champion_version is None
+    assert "does not load" in decision.reason and "no champion yet" in decision.reason
+    assert promotion.champion(NAME) is None
+
+
+@pytest.mark.robustness(
+    "models",
+    "mmpc rollback: the previous champion's artifacts are gone",
+    "exit 2 naming the version and what failed; @champion stays where it was",
+)
+def test_rollback_refuses_a_previous_champion_that_does_not_load(registry, capsys, observed):
+    add, workdir = registry
+    folder = shutil.copytree(workdir / "model", workdir / "old-champion")
+    old, new = add(0.8, folder=folder), add(0.9)
+    promotion.promote_if_better(old, 0.8, _no_rescore)
+    promotion.promote_if_better(new, 0.9, _no_rescore)
+    (folder / "python_model.pkl").unlink()  # the old champion's artifacts, damaged since
+    assert main(["rollback", "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"no rollback to v{old.version}" in err
+    assert f"v{old.version} does not load" in err and "python_model.pkl" in err
+    assert str(promotion.champion(NAME).version) == str(new.version)
+    assert promotion.history(NAME)[-1] == str(new.version)
+    shown = re.sub(r"/tmp/\S+/", "<tmp>/", err.removeprefix("error: "))
+    observed("exit 2", shown)
