@@ -105,7 +105,7 @@ POINTS: dict[str, Callable[[], None]] = {
     "after-checkpoint": lambda: _after_checkpoint(2),
     "epoch-logged": lambda: _after_epoch_logged(2),
     # while the trained model is evaluated: after the valid split, before the test split
-    "evaluation": _before(tracking, "log_evaluation", lambda y, probs, codes, split: split == "test"),
+    "evaluation": _before(tracking, "log_evaluation", lambda y, probs, codes, split, *_: split == "test"),
     # the model and its artifacts are logged, the version not yet created
     "registration": _before(MlflowClient, "_create_model_version"),
     # the version exists, its tags and @candidate alias not yet set
