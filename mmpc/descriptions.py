@@ -10,6 +10,7 @@ work wherever the UI is served.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -384,8 +385,7 @@ def describe_registered_model(name: str) -> None:
 
 
 def _history(raw: str | None) -> list[str]:
-    import json
-
+    """The champion history tag's versions, oldest first."""
     try:
         return [str(v) for v in json.loads(raw or "[]")]
     except ValueError:

@@ -154,6 +154,23 @@ def test_a_decision_recorded_on_a_run_reads_back(ensembles):
     assert experiment.tags[d.NOTE] == d.experiment_markdown("demo")
 
 
+def test_a_project_run_is_described_with_its_outcome(ensembles):
+    from mmpc import project
+    from mmpc.pipeline import Level1Result
+
+    _, workdir = ensembles
+    experiment = tracking.experiment_id("demo", workdir)
+    with mlflow.start_run(experiment_id=experiment, run_name="tfidf · seed 0") as step:
+        pass
+    with mlflow.start_run(experiment_id=experiment) as outer:
+        pass
+    result = Level1Result("tfidf", "2", step.info.run_id, {"test_macro_f1": 0.64, "valid_macro_f1": 0.6})
+    project.record_training(outer.info.run_id, result, {})
+    note = MlflowClient().get_run(outer.info.run_id).data.tags[d.NOTE]
+    assert f"[tfidf · seed 0](#/experiments/{experiment}/runs/{step.info.run_id})" in note
+    assert f"{_link('mmpc-tfidf', '2')} (test macro-F1 0.6400)" in note
+
+
 # --- a retrain of the demo catalog (the session's pipeline) ------------------------------------------
 
 
