@@ -32,13 +32,74 @@ from infra.local import processes
 from infra.serving import model_servers, nginx
 from infra.serving import stack as serving_stack
 from infra.serving.layout import Layout, write_atomic
+from mmpc import images, serving_guard
+from mmpc.models import batching
+from mmpc.serving_input import Limits
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow  # the tests over HTTP; the first ones run in process
 
 S = "serving"
 REQUEST_TIMEOUT_S = 4  # MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT of the server under test
 KEEP_ALIVE_S = int(model_servers.uvicorn_env()["UVICORN_TIMEOUT_KEEP_ALIVE"])
 GOOD = {"dataframe_records": [{"designation": "Piscine tubulaire hors sol"}]}
+
+
+# --- in process ---------------------------------------------------------------------------------------
+
+
+def test_the_deadline_stops_work_only_inside_a_request():
+    batching.check_deadline("outside any request")  # batch scoring, training: no deadline
+    with batching.deadline(60):
+        batching.check_deadline("well within")
+        with batching.deadline(0), pytest.raises(batching.DeadlineExceeded, match="between image batches"):
+            batching.check_deadline("between image batches")
+        assert batching.deadline_left() > 59
+    assert batching.deadline_left() is None
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "words"),
+    [
+        (b"designation\nLampe\n", "text/csv", 415, ("'text/csv'", "dataframe_split", "dataframe_records")),
+        (b"PAR1", "application/vnd.apache.parquet; charset=utf-8", 415, ("application/json",)),
+        (b"{}", None, 415, ("no Content-Type",)),
+        (b"{" + b" " * 1_100, "application/json", 413, ("too large", "MMPC_MAX_REQUEST_MB")),
+        (b'{"a": "\xc3\x28"}', "application/json", 400, ("not UTF-8", "byte 0xc3 at offset 7")),
+    ],
+)
+def test_a_body_is_refused_before_mlflow_parses_it(body, content_type, status, words):
+    with pytest.raises(serving_guard._Refused) as refused:
+        serving_guard.checked_body(body, content_type, Limits(max_request_mb=0.001))
+    assert refused.value.status == status
+    assert all(word in str(refused.value) for word in words), str(refused.value)
+    assert len(str(refused.value)) < 300  # nothing of the body is quoted
+
+
+def test_a_json_body_in_utf8_is_passed_on_as_text():
+    text = '{"dataframe_records": [{"designation": "Lampe à poser"}]}'
+    body = serving_guard.checked_body(text.encode(), "Application/JSON; charset=utf-8", Limits())
+    assert body == text
+
+
+def test_a_long_message_is_cut_saying_how_much():
+    message = serving_guard.cut("x" * 10_000)
+    assert len(message) < serving_guard.MESSAGE_CHARS + 50
+    assert message.endswith("(6,000 more characters cut)")
+    assert serving_guard.cut("short") == "short"
+
+
+@pytest.mark.parametrize(("size", "usable"), [((512, 1), False), ((512, 52), True), ((40, 512), False)])
+def test_an_image_too_elongated_is_refused_before_decoding(size, usable):
+    buf = io.BytesIO()
+    Image.new("RGB", size).save(buf, "PNG")
+    if usable:
+        assert images.decode(buf.getvalue(), 512, max_aspect=10).size == size
+    else:
+        with pytest.raises(images.ImageDecodeError, match="more elongated than 10:1"):
+            images.decode(buf.getvalue(), 512, max_aspect=10)
+
+
+# --- over HTTP --------------------------------------------------------------------------------------
 
 
 def png(width: int, height: int) -> str:
@@ -81,6 +142,7 @@ def _stopped_after(log: Path) -> float:
     return float(found[-1])
 
 
+@slow
 @pytest.mark.robustness(
     S,
     "request whose work runs past the request timeout (2,000 rows of 500 x 500 images, 4 s timeout)",
@@ -103,6 +165,7 @@ def test_work_past_the_timeout_is_stopped(short, observed):
     observed("504", f"answered in {out['seconds']:.1f} s; the work stopped {stopped:.1f} s after it started")
 
 
+@slow
 @pytest.mark.robustness(
     S,
     "request while every slot for model work is taken (`MMPC_MAX_CONCURRENT_REQUESTS=1`)",
@@ -150,6 +213,7 @@ def _connect(url: str) -> socket.socket:
 HEAD = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Slow: " + b"a" * 200
 
 
+@slow
 @pytest.mark.robustness(
     S,
     "connections to `mlflow models serve` itself: silent, trickling headers, idle after an answer, "
@@ -252,6 +316,7 @@ def _wait_closed(socks: list[socket.socket], seconds: float) -> list[float]:
     return closed
 
 
+@slow
 @pytest.mark.robustness(
     S,
     "300 silent connections and one trickling its headers, through the team deployment's nginx",
