@@ -162,7 +162,9 @@ def test_work_past_the_timeout_is_stopped(short, observed):
     assert stopped < REQUEST_TIMEOUT_S + 1, stopped
     after = short.invoke(GOOD)
     assert after.status_code == 200, after.text[:2000]
-    observed("504", f"answered in {out['seconds']:.1f} s; the work stopped {stopped:.1f} s after it started")
+    assert out["seconds"] < REQUEST_TIMEOUT_S + 1, out["seconds"]
+    # Bounds, not the seconds measured: the page's record must not change from run to run.
+    observed("504", f"answered at the {REQUEST_TIMEOUT_S} s timeout; the work stopped within 1 s of it")
 
 
 @slow
@@ -185,7 +187,7 @@ def test_a_request_without_a_slot_is_503(short, observed):
     assert waited < REQUEST_TIMEOUT_S, waited
     assert heavy["response"].status_code == 504
     assert short.invoke(GOOD).status_code == 200
-    observed("503", f"after {waited:.1f} s: {busy.json()['message']}")
+    observed("503", f"before the {REQUEST_TIMEOUT_S} s timeout: {busy.json()['message']}")
 
 
 def _closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") -> float | None:
@@ -240,15 +242,15 @@ def test_what_uvicorn_closes_itself(short, observed):
     threading.Thread(target=watch, args=("trickled body", slow_body, b"[" * 100), daemon=True).start()
     done.wait(timeout=wait + 10)
     assert times["silent"] is None and times["trickled headers"] is None, times
-    assert times["idle after an answer"] is not None and times["idle after an answer"] < KEEP_ALIVE_S + 1.5
-    assert times["trickled body"] is not None and times["trickled body"] < REQUEST_TIMEOUT_S + 1.5
+    assert KEEP_ALIVE_S - 1 < (times["idle after an answer"] or 0) < KEEP_ALIVE_S + 1.5, times
+    assert REQUEST_TIMEOUT_S - 1 < (times["trickled body"] or 0) < REQUEST_TIMEOUT_S + 1.5, times
     for sock in (silent, slow_head, kept, slow_body):
         sock.close()
     observed(
         "measured",
-        "; ".join(
-            f"{k}: " + (f"closed after {v:.1f} s" if v else f"open after {wait} s") for k, v in times.items()
-        ),
+        f"silent and trickled headers: open after {wait} s; idle after an answer: closed at the "
+        f"{KEEP_ALIVE_S} s keep-alive timeout; trickled body: closed at the {REQUEST_TIMEOUT_S} s "
+        "request timeout",
     )
 
 
@@ -345,5 +347,7 @@ def test_the_proxy_closes_idle_and_slow_connections(proxy, observed):
     )
     assert good.status_code == 200, good.text
     observed(
-        "closed", f"all {len(closed)} after {min(closed):.1f}-{max(closed):.1f} s; good requests answered 200"
+        "closed",
+        f"all {len(closed)} at the {nginx.CLIENT_HEADER_TIMEOUT_S} s `client_header_timeout`; good requests "
+        "answered 200 before and after",
     )
