@@ -53,6 +53,7 @@ def summary_markdown(
         "",
         f"**Current champion:** {tracking.version_link('ensemble', champion) if champion else 'none'}.",
         "",
-        f"Pipeline {tracking.run_link(parent_run_id)} in `{tracking.mlflow.get_tracking_uri()}`.",
+        f"Pipeline {tracking.run_link(parent_run_id)} in `{tracking.mlflow.get_tracking_uri()}`."
+        + (f" Earlier retrains beside it: {md}." if (md := tracking.runs_list_md(parent_run_id)) else ""),
     ]
     return "\n".join(lines)

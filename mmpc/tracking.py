@@ -122,17 +122,19 @@ UI_WORKFLOW = ("workflowType", "machine_learning")
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the kind MLflow's API reads
 RUNS_VIEW = "scores"
 TEST_SCORE = "test_macro_f1"
+# The runs table's column ids: MLflow's canonical keys.
+RUNS_NAME_COLUMN, RUNS_DATASET_COLUMN = "attributes.`Run Name`", "attributes.`Dataset`"
+RUNS_SCORE_COLUMN = f"metrics.`{TEST_SCORE}`"
 # Every run with a test score, not nested (a sort other than by start time un-nests child runs), each
-# model's runs of successive retrains side by side (sorted by run name), the score first after the run
-# name and wide enough (the UI applies widths only to the columns its order names).
-RUNS_SCORE_COLUMN, RUNS_DATASET_COLUMN = f"metrics.`{TEST_SCORE}`", "attributes.`Dataset`"
+# model's runs of successive retrains side by side (sorted by run name), names and scores in full
+# next to each other (the UI applies widths only to the columns its order names).
 RUNS_VIEW_STATE: dict[str, Any] = {
     "searchFilter": f"metrics.{TEST_SCORE} >= 0",
     "orderByKey": "tags.`mlflow.runName`",
     "orderByAsc": True,
     "selectedColumns": [RUNS_DATASET_COLUMN, "attributes.`Models`", RUNS_SCORE_COLUMN],
-    "columnOrder": [RUNS_SCORE_COLUMN, RUNS_DATASET_COLUMN],
-    "columnWidths": {RUNS_SCORE_COLUMN: 130, RUNS_DATASET_COLUMN: 300},
+    "columnOrder": [RUNS_NAME_COLUMN, RUNS_SCORE_COLUMN, RUNS_DATASET_COLUMN],
+    "columnWidths": {RUNS_NAME_COLUMN: 330, RUNS_SCORE_COLUMN: 130, RUNS_DATASET_COLUMN: 260},
     "runsHiddenMode": "SHOW_ALL",
 }
 
@@ -160,7 +162,13 @@ def runs_list_md(run_id: str) -> str:
 
 def compare_route(experiment: str, run_ids: Sequence[str]) -> str:
     """The UI's side-by-side view of runs, relative to the UI's address."""
-    return "#/compare-runs?" + _ui_query(runs=json.dumps(list(run_ids)), experiments=json.dumps([experiment]))
+    # The page reads `runs` only as the first parameter (it looks up "?runs").
+    query = {
+        "runs": json.dumps(list(run_ids)),
+        "experiments": json.dumps([experiment]),
+        UI_WORKFLOW[0]: UI_WORKFLOW[1],
+    }
+    return f"#/compare-runs?{urlencode(query)}"
 
 
 def find_experiment(name: str | None = None) -> Experiment | None:
