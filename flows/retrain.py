@@ -48,7 +48,7 @@ from prefect.utilities.timeout import timeout
 
 from flows.alerts import STEP_NOTE, notify_failure
 from flows.report import summary_markdown
-from mmpc import descriptions, evaluation, kinds, outages, pipeline, tracking
+from mmpc import descriptions, evaluation, kinds, outages, pipeline
 from mmpc import tags as tag
 from mmpc.catalog import CatalogError
 from mmpc.locations import DEFAULT_WORKDIR, LocationError
@@ -269,13 +269,12 @@ def evaluate_ensemble(
 ) -> dict[str, Any]:
     """Evaluate the published ensemble on ``test``: an MLflow evaluation run linked to the version
     and nested under the retrain's run, with per-class figures, the confusion matrix and the rows it
-    got wrong. The version's description then links it."""
+    got wrong; the version's description links it."""
     r = _recipe(recipe, overrides)
     cat = _catalog(catalog, r, workdir)
     ev = evaluation.run_evaluation(
         "ensemble", version, cat, "test", Path(workdir), parent_run_id=parent_run_id
     )
-    descriptions.describe_version(tracking.resolve("ensemble", version))
     worst = ev.evaluation.worst.head(3)
     return {
         "run_id": ev.run_id,

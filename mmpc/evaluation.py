@@ -23,7 +23,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mmpc import kinds, plots, run_names, tracking
+from mmpc import descriptions, kinds, plots, run_names, tracking
 from mmpc import metrics as M
 from mmpc import tags as tag
 from mmpc.catalog import SPLITS, Catalog
@@ -263,9 +263,9 @@ def run_evaluation(
         _log_scores(ev, split, dataset, model_id)
         title = f"{mv.name} v{mv.version} on {catalog.name}/{split}: macro-F1 {ev.scores['macro_f1']:.4f}"
         _log_figures(ev, codes, split, title, tmp / ARTIFACT_DIR, out)
-        MlflowClient().set_model_version_tag(
-            mv.name, str(mv.version), _tag_key(catalog.name, split), run.info.run_id
-        )
+        client = MlflowClient()
+        client.set_model_version_tag(mv.name, str(mv.version), _tag_key(catalog.name, split), run.info.run_id)
+        descriptions.describe_version(client.get_model_version(mv.name, str(mv.version)))  # links this run
         result = EvaluationRun(mv.name, str(mv.version), kind, catalog.name, split, run.info.run_id, ev)
         mlflow.log_text(table(result) + "\n", f"{ARTIFACT_DIR}/{split}_summary.md")
         test_f1 = ev.scores["macro_f1"] if split == "test" else None
