@@ -182,12 +182,24 @@ def test_the_two_retrains_side_by_side(two_retrains, ui, page, screenshots):
     names = [r.info.run_name for r in stacks]
     page.wait_for_function("names => names.every(n => document.body.innerText.includes(n))", arg=names)
     close_assistant(page)
-    page.get_by_text("Metrics", exact=True).first.wait_for()
+    scores = [f"{tracking.TEST_SCORE}.{m}" for m in (*LEVEL1, "stack")]  # each stack run records them all
+    plot(page, ["seed"], scores)
+    for axis in ["seed", *scores]:
+        page.locator("svg text", has_text=axis).first.wait_for()
     page.screenshot(path=str(screenshots / "compare-retrains.png"))
-    # Each stack run records every member's test score and its own; the page's metrics table renders
-    # a window of rows at a time, so the check reads the runs' records, the page their names.
-    for run in stacks:
-        assert {f"{tracking.TEST_SCORE}.{m}" for m in (*LEVEL1, "stack")} <= set(run.data.metrics)
+
+
+def plot(page, params: list[str], metrics: list[str]) -> None:
+    """The compare page's parallel coordinates on ``params`` and ``metrics``, picked in its two boxes as
+    a user does (the page starts on a system metric)."""
+    page.get_by_role("button", name="Clear All").click()
+    for box, names in zip(page.get_by_role("combobox").all()[:2], (params, metrics), strict=True):
+        box.click()
+        for name in names:
+            box.fill(name)  # the box lists the names it matches, the first one highlighted
+            page.wait_for_timeout(300)
+            page.keyboard.press("Enter")
+        page.keyboard.press("Escape")
 
 
 @pytest.mark.slow
