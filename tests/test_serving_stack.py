@@ -288,11 +288,12 @@ def test_a_broken_version_leaves_the_old_one_serving(stack):
 
 @pytest.mark.slow
 def test_the_load_bench_ends_with_json_and_no_error(pipeline_run, tmp_path):
-    """bench/serve_load.py, briefly, on the session's store (it serves a copy of it)."""
+    """bench/serve_load.py, briefly, on the session's store (it serves a copy of it): the steady mix,
+    then the hostile one with idle connections held open."""
     argv = [
         sys.executable, str(REPO / "bench" / "serve_load.py"), "--workdir", str(pipeline_run["workdir"]),
         "--catalog", str(pipeline_run["catalog"]), "--recipe", "demo+fast", "--clients", "2",
-        "--minutes", "0.25", "--phases", "steady",
+        "--minutes", "0.25", "--phases", "steady,hostile", "--idle", "20",
     ]  # fmt: skip
     env = user_env(TMPDIR=str(tmp_path))
     done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -301,3 +302,6 @@ def test_the_load_bench_ends_with_json_and_no_error(pipeline_run, tmp_path):
     assert steady["requests"] > 0 and steady["errors"] == 0, steady
     assert steady["by_case"].get("no-token", 0) + steady["by_case"].get("valid-1", 0) > 0
     assert steady["versions"] and steady["memory_mb"]["start"] > 100
+    hostile = json.loads(done.stdout.strip().splitlines()[-1])["hostile"]
+    assert hostile["requests"] > 0 and hostile["errors"] == 0, hostile
+    assert hostile["idle"]["closed_by_server"] >= 20, hostile["idle"]  # nginx closes them at 10 s
