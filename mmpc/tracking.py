@@ -105,14 +105,14 @@ def run_link(run_id: str) -> str:
     if not base:
         return f"run `{run_id}`"
     exp = MlflowClient().get_run(run_id).info.experiment_id
-    return f"[run {run_id[:8]}]({base}/{run_route(exp, run_id)})"
+    return f"[run {run_id[:8]}]({base}/{run_route(exp, run_id)}?{_ui_query()})"
 
 
 def version_link(model: str, version: str) -> str:
     name = model if model.startswith(REGISTRY_PREFIX) else registered_name(model)
     base = ui_base()
     text = f"{name} v{version}"
-    return f"[{text}]({base}/{version_route(name, version)})" if base else text
+    return f"[{text}]({base}/{version_route(name, version)}?{_ui_query()})" if base else text
 
 
 # MLflow 3.17's UI picks the experiment page's mode from the URL's ``workflowType`` (GenAI, a traces

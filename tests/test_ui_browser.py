@@ -49,6 +49,8 @@ def test_the_runs_list_link_names_the_ui_mode_and_mmpc_view(monkeypatch):
     expected = "http://mlflow.example:5001/#/experiments/3/runs?workflowType=machine_learning"
     assert tracking.runs_list_link("3") == f"{expected}&viewStateShareKey={tracking.RUNS_VIEW}"
     assert tracking.runs_list_link("3", "http://127.0.0.1:5001").startswith("http://127.0.0.1:5001/#/")
+    version = "http://mlflow.example:5001/#/models/mmpc-ensemble/versions/2?workflowType=machine_learning"
+    assert tracking.version_link("ensemble", "2") == f"[mmpc-ensemble v2]({version})"
     monkeypatch.delenv("MLFLOW_UI_URL")
     assert tracking.runs_list_link("3") is None  # a local store has no UI address of its own
 
@@ -204,15 +206,17 @@ def plot(page, params: list[str], metrics: list[str]) -> None:
 
 @pytest.mark.slow
 def test_the_registry_names_the_champion_and_a_version_shows_its_score_first(
-    two_retrains, ui, page, screenshots
+    two_retrains, ui, page, screenshots, monkeypatch
 ):
+    monkeypatch.setenv("MLFLOW_UI_URL", ui)
     with on_store(two_retrains["uri"]):
         champion = tracking.resolve("ensemble", "champion")
+        link = tracking.version_link(champion.name, champion.version)  # as a retrain's summary has it
     page.goto(f"{ui}/#/models/{champion.name}")
     page.get_by_text("@champion").first.wait_for()
     assert f"@champion: {champion.name} v{champion.version}" in page.inner_text("body")
 
-    page.goto(f"{ui}/{tracking.version_route(champion.name, champion.version)}")
+    page.goto(link[link.index("](") + 2 : -1])
     page.get_by_text("Members").first.wait_for()
     close_assistant(page)
     page.screenshot(path=str(screenshots / "version.png"))
