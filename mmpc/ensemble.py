@@ -30,7 +30,7 @@ import torch
 
 from mmpc import kinds, stacking
 from mmpc.models import store
-from mmpc.models.batching import check_deadline
+from mmpc.models.deadline import check_deadline
 from mmpc.serving_input import ParsedRequest
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ The served model installs this guard when it loads: the scoring server looks ``i
 with 415, 413 and 400 naming what is wrong, before MLflow parses anything, and cuts any error
 message MLflow builds to ``MESSAGE_CHARS``. It also bounds each request's work: at most
 ``Limits.max_concurrent_requests`` requests do model work at once, and each has a deadline
-(MLflow's request timeout, ``mmpc.models.batching.deadline``) checked between image decodes and
+(MLflow's request timeout, ``mmpc.models.deadline``) checked between image decodes and
 between model batches, so the work stops soon after MLflow has answered 504 instead of running on
 for minutes.
 
@@ -40,7 +40,7 @@ from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from mmpc.models import batching
+from mmpc.models import deadline
 from mmpc.serving_input import Limits
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def _guarded_invocations(original: Callable, response: type, gate: _Gate) -> Cal
         except _Refused as refused:
             return _answer(response, refused.status, str(refused))
         started = time.monotonic()
-        with batching.deadline(gate.timeout_s):
+        with deadline.deadline(gate.timeout_s):
             if not gate.slots.acquire(timeout=gate.timeout_s * SLOT_WAIT_SHARE):
                 return _answer(response, 503, gate.busy())
             try:
@@ -182,9 +182,9 @@ def _guarded_invocations(original: Callable, response: type, gate: _Gate) -> Cal
                     "request is a table of products ('dataframe_split' or 'dataframe_records')",
                     error_code=INVALID_PARAMETER_VALUE,
                 ) from None
-            except (MlflowException, batching.DeadlineExceeded) as exc:
+            except (MlflowException, deadline.DeadlineExceeded) as exc:
                 # MLflow turns the model's DeadlineExceeded into an "unexpected error": the clock tells.
-                if batching.deadline_passed():
+                if deadline.deadline_passed():
                     return _answer(response, 504, gate.stopped(started))
                 if isinstance(exc, MlflowException):
                     _cut_error(exc)

@@ -6,7 +6,7 @@ base64 of the image bytes, or a file path under a configured root; URLs are refu
 Every request is checked against ``Limits`` before any model runs: a request over a limit, a value of
 the wrong type or an image reference that is not allowed is refused with a message naming the column
 and the row; an image that cannot be used never fails the request (its status says ``invalid``).
-Inside a server, the request's deadline (``mmpc.models.batching.deadline``) is checked between image
+Inside a server, the request's deadline (``mmpc.models.deadline``) is checked between image
 decodes.
 """
 
@@ -24,7 +24,7 @@ import pandas as pd
 from PIL import Image
 
 from mmpc import images, text
-from mmpc.models.batching import check_deadline
+from mmpc.models.deadline import check_deadline
 
 IMAGE_ROOT_ENV = "MMPC_IMAGE_ROOT"
 REQUEST_COLUMNS = ("designation", "description", "image")

@@ -33,7 +33,7 @@ from infra.serving import model_servers, nginx
 from infra.serving import stack as serving_stack
 from infra.serving.layout import Layout, write_atomic
 from mmpc import images, serving_guard
-from mmpc.models import batching
+from mmpc.models import deadline
 from mmpc.serving_input import Limits
 
 slow = pytest.mark.slow  # the tests over HTTP; the first ones run in process
@@ -48,13 +48,13 @@ GOOD = {"dataframe_records": [{"designation": "Piscine tubulaire hors sol"}]}
 
 
 def test_the_deadline_stops_work_only_inside_a_request():
-    batching.check_deadline("outside any request")  # batch scoring, training: no deadline
-    with batching.deadline(60):
-        batching.check_deadline("well within")
-        with batching.deadline(0), pytest.raises(batching.DeadlineExceeded, match="between image batches"):
-            batching.check_deadline("between image batches")
-        assert batching.deadline_left() > 59
-    assert batching.deadline_left() is None
+    deadline.check_deadline("outside any request")  # batch scoring, training: no deadline
+    with deadline.deadline(60):
+        deadline.check_deadline("well within")
+        with deadline.deadline(0), pytest.raises(deadline.DeadlineExceeded, match="between image batches"):
+            deadline.check_deadline("between image batches")
+        assert deadline.deadline_left() > 59
+    assert deadline.deadline_left() is None
 
 
 @pytest.mark.parametrize(

@@ -1,20 +1,11 @@
 """Text batching shared by training and inference: pre-tokenised datasets, dynamic padding, the
-length-bucketed batch sampler, and the autocast policy. Inference imports it without the training loop.
-
-It also holds the per-request deadline that inference checks between batches (and the serving input
-between image decodes): the scoring server answers 504 when a request runs past its timeout, but the
-thread doing the work is not stopped by that answer, so the work itself looks at the clock. The
-deadline lives in a context variable: it belongs to the request's thread (``asyncio.to_thread``
-copies the context), and code run outside a server (batch scoring, training) has none, where
-``check_deadline`` does nothing."""
+length-bucketed batch sampler, and the autocast policy. Inference imports it without the training loop."""
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from contextvars import ContextVar
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -148,38 +139,3 @@ class LengthBucketSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return self.epoch_batches() - self.start_batch
-
-
-# The per-request deadline (see the module docstring): monotonic seconds, None outside a request.
-_END: ContextVar[float | None] = ContextVar("mmpc_deadline", default=None)
-
-
-class DeadlineExceeded(TimeoutError):
-    """The request ran past its deadline; its work stops here."""
-
-
-@contextmanager
-def deadline(seconds: float | None) -> Iterator[None]:
-    """Work inside the block has ``seconds`` from now (None: no deadline)."""
-    token = _END.set(None if seconds is None else time.monotonic() + seconds)
-    try:
-        yield
-    finally:
-        _END.reset(token)
-
-
-def deadline_left() -> float | None:
-    """Seconds left (negative once past); None without a deadline."""
-    end = _END.get()
-    return None if end is None else end - time.monotonic()
-
-
-def deadline_passed() -> bool:
-    left = deadline_left()
-    return left is not None and left <= 0
-
-
-def check_deadline(where: str) -> None:
-    """Raise DeadlineExceeded when the deadline has passed; ``where`` says what was stopped."""
-    if deadline_passed():
-        raise DeadlineExceeded(f"the request ran past its deadline: stopped {where}")

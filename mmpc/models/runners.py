@@ -20,7 +20,8 @@ from mmpc.kinds.fusion import FusionMeta
 from mmpc.kinds.image import ImageMeta
 from mmpc.kinds.text import TextMeta
 from mmpc.models import store
-from mmpc.models.batching import LengthBucketSampler, TextCollator, TextDataset, autocast, check_deadline
+from mmpc.models.batching import LengthBucketSampler, TextCollator, TextDataset, autocast
+from mmpc.models.deadline import check_deadline
 from mmpc.models.fusion import FusionHead
 from mmpc.models.image import ImageClassifier
 from mmpc.models.text import TextClassifier, load_backbone
