@@ -90,13 +90,14 @@ def ui_base() -> str | None:
 
 
 def run_route(experiment: str, run_id: str) -> str:
-    """A run's page in the MLflow UI, relative to the UI's address (``#/...``)."""
-    return f"#/experiments/{experiment}/runs/{run_id}"
+    """A run's page in the MLflow UI, relative to the UI's address (``#/...``), in the UI's
+    machine-learning mode (see ``UI_WORKFLOW``)."""
+    return f"#/experiments/{experiment}/runs/{run_id}?{_ui_query()}"
 
 
 def version_route(name: str, version: str) -> str:
     """A registered model version's page in the MLflow UI, relative to the UI's address."""
-    return f"#/models/{name}/versions/{version}"
+    return f"#/models/{name}/versions/{version}?{_ui_query()}"
 
 
 def run_link(run_id: str) -> str:
@@ -105,14 +106,14 @@ def run_link(run_id: str) -> str:
     if not base:
         return f"run `{run_id}`"
     exp = MlflowClient().get_run(run_id).info.experiment_id
-    return f"[run {run_id[:8]}]({base}/{run_route(exp, run_id)}?{_ui_query()})"
+    return f"[run {run_id[:8]}]({base}/{run_route(exp, run_id)})"
 
 
 def version_link(model: str, version: str) -> str:
     name = model if model.startswith(REGISTRY_PREFIX) else registered_name(model)
     base = ui_base()
     text = f"{name} v{version}"
-    return f"[{text}]({base}/{version_route(name, version)}?{_ui_query()})" if base else text
+    return f"[{text}]({base}/{version_route(name, version)})" if base else text
 
 
 # MLflow 3.17's UI picks the experiment page's mode from the URL's ``workflowType`` (GenAI, a traces

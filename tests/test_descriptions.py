@@ -14,7 +14,8 @@ from mmpc import tracking
 from mmpc.cli import main
 
 ENSEMBLE = "mmpc-ensemble"
-LINK = "[{name} v{v}](#/models/{name}/versions/{v})"
+ML = "workflowType=machine_learning"  # the UI's machine-learning mode, in every link
+LINK = "[{name} v{v}](#/models/{name}/versions/{v}?workflowType=machine_learning)"
 
 
 def _link(name: str, version: str) -> str:
@@ -45,7 +46,7 @@ def test_a_version_lists_its_score_first_then_its_members_as_links():
     assert f"- {_link('mmpc-flaubert', '3')}: test macro-F1 0.7100" in body
     assert body.index("mmpc-flaubert") < body.index("mmpc-tfidf") < body.index("Data:")
     assert "catalog `demo`, fingerprint `abcdef123456`, splits train 600 · valid 100 · test 200" in body
-    assert f"[evaluate mmpc-ensemble v4 test](#/experiments/1/runs/{'e' * 32}) (demo.test)" in body
+    assert f"[evaluate mmpc-ensemble v4 test](#/experiments/1/runs/{'e' * 32}?{ML}) (demo.test)" in body
     assert body.index("Data:") < body.index("Evaluation:")
 
 
@@ -73,7 +74,7 @@ def test_a_retrain_holds_table1_and_the_decision_with_both_scores():
     assert "**not promoted**: test macro-F1 0.8123 < champion v3's 0.8200." in text
     assert "candidate v4: test macro-F1 0.8123; champion before: v3, 0.8200." in text
     assert f"Champion now: {_link(ENSEMBLE, '3')}." in text
-    assert f"[evaluate](#/experiments/1/runs/{'e' * 32})" in text
+    assert f"[evaluate](#/experiments/1/runs/{'e' * 32}?{ML})" in text
 
 
 def test_level1_and_stack_runs_say_what_they_trained_and_link_their_version():
@@ -94,7 +95,7 @@ def test_the_experiment_says_what_it_holds_and_how_to_read_it():
 def test_a_project_run_links_its_step_and_version():
     step = d.RunRef("2", "a" * 32, "flaubert · seed 0")
     text = d.project_run_markdown(step, "mmpc-flaubert", "3", 0.7, "")
-    assert f"[flaubert · seed 0](#/experiments/2/runs/{'a' * 32})" in text
+    assert f"[flaubert · seed 0](#/experiments/2/runs/{'a' * 32}?{ML})" in text
     assert f"registered {_link('mmpc-flaubert', '3')} (test macro-F1 0.7000)." in text
 
 
@@ -167,7 +168,7 @@ def test_a_project_run_is_described_with_its_outcome(ensembles):
     result = Level1Result("tfidf", "2", step.info.run_id, {"test_macro_f1": 0.64, "valid_macro_f1": 0.6})
     project.record_training(outer.info.run_id, result, {})
     note = MlflowClient().get_run(outer.info.run_id).data.tags[d.NOTE]
-    assert f"[tfidf · seed 0](#/experiments/{experiment}/runs/{step.info.run_id})" in note
+    assert f"[tfidf · seed 0](#/experiments/{experiment}/runs/{step.info.run_id}?{ML})" in note
     assert f"{_link('mmpc-tfidf', '2')} (test macro-F1 0.6400)" in note
 
 
