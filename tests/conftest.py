@@ -20,6 +20,8 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # Photo checks remembered by the suite's catalogs stay in a folder of the run's own, not the user's cache.
 os.environ.setdefault("MMPC_CACHE_DIR", tempfile.mkdtemp(prefix="mmpc-test-cache-"))
 
+import mlflow  # after the settings above, which it reads
+
 # The robustness table of docs/robustness.md: cases declared by the tests, results they observed.
 pytest_plugins = ["robustness"]
 
@@ -119,3 +121,34 @@ def served(pipeline_run):
     env = {"MMPC_IMAGE_ROOT": str(pipeline_run["catalog"] / "images")}
     with serve("models:/mmpc-ensemble@champion", pipeline_run["uri"], pipeline_run["workdir"], env) as server:
         yield server
+
+
+class _Echo(mlflow.pyfunc.PythonModel):
+    """The smallest real pyfunc: promotion loads a version before crowning it."""
+
+    def predict(self, context, model_input: list[str], params=None) -> list[str]:
+        return model_input
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """``mmpc-ensemble`` in a temporary work folder's store; ``add(score, split, folder)`` registers a
+    version of a real (echo) pyfunc with that test macro-F1 on that test split and returns it."""
+    from mlflow.tracking import MlflowClient
+
+    from mmpc import tags as tag
+    from mmpc import tracking
+
+    tracking.configure(tmp_path)
+    client = MlflowClient()
+    client.create_registered_model("mmpc-ensemble")
+    mlflow.pyfunc.save_model(str(tmp_path / "model"), python_model=_Echo(), pip_requirements=[])
+
+    def add(score: float, split: str = "fp-a", folder=None):
+        mv = client.create_model_version("mmpc-ensemble", str(folder or tmp_path / "model"))
+        client.set_model_version_tag("mmpc-ensemble", mv.version, "test_macro_f1", f"{score:.6f}")
+        client.set_model_version_tag("mmpc-ensemble", mv.version, tag.TEST_FINGERPRINT, split)
+        return client.get_model_version("mmpc-ensemble", mv.version)
+
+    yield add, tmp_path
+    mlflow.set_tracking_uri("")

@@ -15,7 +15,7 @@ from mmpc.cli import main
 
 ENSEMBLE = "mmpc-ensemble"
 ML = "workflowType=machine_learning"  # the UI's machine-learning mode, in every link
-LINK = "[{name} v{v}](#/models/{name}/versions/{v}?workflowType=machine_learning)"
+LINK = "[{name} v{v}](#/models/{name}/versions/{v}?" + ML + ")"
 
 
 def _link(name: str, version: str) -> str:
@@ -102,38 +102,13 @@ def test_a_project_run_links_its_step_and_version():
 # --- the champion named on mmpc-ensemble as it moves (a real store, the real CLI) --------------------
 
 
-class _Echo(mlflow.pyfunc.PythonModel):
-    """The smallest real pyfunc: promotion loads a version before crowning it."""
-
-    def predict(self, context, model_input: list[str], params=None) -> list[str]:
-        return model_input
-
-
-@pytest.fixture
-def ensembles(tmp_path):
-    """``mmpc-ensemble`` with versions of the given scores on one test split, in a temporary store."""
-    tracking.configure(tmp_path)
-    client = MlflowClient()
-    client.create_registered_model(ENSEMBLE)
-    mlflow.pyfunc.save_model(str(tmp_path / "model"), python_model=_Echo(), pip_requirements=[])
-
-    def add(score: float) -> str:
-        mv = client.create_model_version(ENSEMBLE, str(tmp_path / "model"))
-        client.set_model_version_tag(ENSEMBLE, mv.version, "test_macro_f1", f"{score:.6f}")
-        client.set_model_version_tag(ENSEMBLE, mv.version, tag.TEST_FINGERPRINT, "fp")
-        return str(mv.version)
-
-    yield add, tmp_path
-    mlflow.set_tracking_uri("")
-
-
 def _ensemble_description() -> str:
     return MlflowClient().get_registered_model(ENSEMBLE).description or ""
 
 
-def test_the_ensemble_description_follows_promote_and_rollback(ensembles):
-    add, workdir = ensembles
-    v1, v2 = add(0.8), add(0.85)
+def test_the_ensemble_description_follows_promote_and_rollback(registry):
+    add, workdir = registry
+    v1, v2 = (str(add(score).version) for score in (0.8, 0.85))
     assert main(["promote", v1, "--workdir", str(workdir)]) == 0
     assert f"**@champion: {_link(ENSEMBLE, v1)}**, test macro-F1 **0.8000**" in _ensemble_description()
     assert main(["promote", v2, "--workdir", str(workdir)]) == 0
@@ -144,8 +119,8 @@ def test_the_ensemble_description_follows_promote_and_rollback(ensembles):
     assert f"**@champion: {_link(ENSEMBLE, v1)}**" in _ensemble_description()
 
 
-def test_a_decision_recorded_on_a_run_reads_back(ensembles):
-    _, workdir = ensembles
+def test_a_decision_recorded_on_a_run_reads_back(registry):
+    _, workdir = registry
     with mlflow.start_run(experiment_id=tracking.experiment_id("demo", workdir)) as run:
         pass
     decision = d.Promotion(True, "no champion yet", "1", 0.8, "1")
@@ -155,11 +130,11 @@ def test_a_decision_recorded_on_a_run_reads_back(ensembles):
     assert experiment.tags[d.NOTE] == d.experiment_markdown("demo")
 
 
-def test_a_project_run_is_described_with_its_outcome(ensembles):
+def test_a_project_run_is_described_with_its_outcome(registry):
     from mmpc import project
     from mmpc.pipeline import Level1Result
 
-    _, workdir = ensembles
+    _, workdir = registry
     experiment = tracking.experiment_id("demo", workdir)
     with mlflow.start_run(experiment_id=experiment, run_name="tfidf · seed 0") as step:
         pass

@@ -12,35 +12,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from robustness import case
 
-from mmpc import promotion, tracking
+from mmpc import promotion
 from mmpc import tags as tag
 from mmpc.cli import main
 
 NAME = "mmpc-ensemble"
-
-
-class _Echo(mlflow.pyfunc.PythonModel):
-    """The smallest real pyfunc: promotion loads a version before crowning it."""
-
-    def predict(self, context, model_input: list[str], params=None) -> list[str]:
-        return model_input
-
-
-@pytest.fixture
-def registry(tmp_path):
-    tracking.configure(tmp_path)
-    client = MlflowClient()
-    client.create_registered_model(NAME)
-    mlflow.pyfunc.save_model(str(tmp_path / "model"), python_model=_Echo(), pip_requirements=[])
-
-    def add(score: float, split: str = "fp-a", folder=None):
-        mv = client.create_model_version(NAME, str(folder or tmp_path / "model"))
-        client.set_model_version_tag(NAME, mv.version, "test_macro_f1", f"{score:.6f}")
-        client.set_model_version_tag(NAME, mv.version, tag.TEST_FINGERPRINT, split)
-        return client.get_model_version(NAME, mv.version)
-
-    yield add, tmp_path
-    mlflow.set_tracking_uri("")
 
 
 def _no_rescore(mv):
