@@ -258,8 +258,7 @@ def registered_model_markdown(
 
 def describe_experiment(experiment: Experiment, catalog: str) -> None:
     """The experiment's description, once: one a person edited in the UI is kept."""
-    if NOTE not in experiment.tags:
-        MlflowClient().set_experiment_tag(experiment.experiment_id, NOTE, experiment_markdown(catalog))
+    tracking.set_experiment_tag_once(experiment, NOTE, experiment_markdown(catalog))
 
 
 def describe_run(run_id: str, markdown: str) -> None:

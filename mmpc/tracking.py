@@ -181,17 +181,27 @@ def find_experiment(name: str | None = None) -> Experiment | None:
     return found[0] if found else None
 
 
+def set_experiment_tag_once(experiment: Experiment, key: str, value: str) -> None:
+    """Set a tag the experiment lacks; one already there (a person's edit) is kept. Two processes that
+    start on a new experiment together both find it missing: the second write fails on the store's
+    unique key (HTTP 400 from a server), and the first one's tag stands."""
+    if key in experiment.tags:
+        return
+    client = MlflowClient()
+    try:
+        client.set_experiment_tag(experiment.experiment_id, key, value)
+    except MlflowException:
+        if key not in client.get_experiment(experiment.experiment_id).tags:
+            raise
+
+
 def ensure_runs_view(experiment: Experiment) -> None:
     """The experiment's kind and mmpc's saved view of its runs list, set when missing (a view the
     team changed and saved is kept)."""
-    client, tags = MlflowClient(), experiment.tags
-    if EXPERIMENT_KIND[0] not in tags:
-        client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
-    key = f"mlflow.sharedViewState.{RUNS_VIEW}"
-    if key not in tags:
-        now = int(time.time() * 1000)
-        view = {"name": RUNS_VIEW, "createdAt": now, "updatedAt": now, "state": json.dumps(RUNS_VIEW_STATE)}
-        client.set_experiment_tag(experiment.experiment_id, key, json.dumps(view))
+    set_experiment_tag_once(experiment, *EXPERIMENT_KIND)
+    now = int(time.time() * 1000)
+    view = {"name": RUNS_VIEW, "createdAt": now, "updatedAt": now, "state": json.dumps(RUNS_VIEW_STATE)}
+    set_experiment_tag_once(experiment, f"mlflow.sharedViewState.{RUNS_VIEW}", json.dumps(view))
 
 
 def is_local_store(uri: str) -> bool:
